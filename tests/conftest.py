@@ -1,0 +1,19 @@
+"""Test-wide set-up: 8 host devices for sharding tests, float32 matmuls on CPU."""
+import os
+
+# Must happen before JAX is imported anywhere.
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> pathlib.Path:
+  return FIXTURES
