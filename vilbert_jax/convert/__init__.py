@@ -1,0 +1,6 @@
+"""Checkpoint converters: original PyTorch ViLBERT <-> Flax, HF BERT -> the text stream."""
+
+from vilbert_jax.convert.io import load_state_dict, save_state_dict
+from vilbert_jax.convert.original import (detect_task_variant, flax_to_original,
+                                          model_for_state_dict, original_to_flax,
+                                          unused_tensors)

@@ -1,0 +1,105 @@
+"""The ViLBERT backbone and the pretraining model (two streams or the single-stream baseline)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vilbert_jax.config import ViLBERTConfig
+from vilbert_jax.model.embeddings import ImageEmbeddings, TextEmbeddings
+from vilbert_jax.model.encoder import INTERMEDIATES, TwoStreamEncoder
+from vilbert_jax.model.heads import AlignmentHead, MaskedLMHead, Pooler, region_head
+from vilbert_jax.model.inputs import default_image_mask, default_text_inputs
+from vilbert_jax.model.outputs import BackboneOutput, PretrainingOutput
+from vilbert_jax.model.single_stream import SingleStreamModel
+
+
+class ViLBERTModel(nn.Module):
+  """Embeddings, the two-stream encoder and the ReLU poolers."""
+
+  cfg: ViLBERTConfig  # Model configuration (two-stream).
+
+  def setup(self):
+    cfg = self.cfg
+    self.text_embeddings = TextEmbeddings(cfg)
+    self.image_embeddings = ImageEmbeddings(cfg, cfg.v_hidden_size, "visual_embed",
+                                            cfg.hidden_dropout_prob)
+    self.encoder = TwoStreamEncoder(cfg)
+    self.text_pooler = Pooler(cfg, cfg.bi_hidden_size, "text_embed")
+    self.image_pooler = Pooler(cfg, cfg.bi_hidden_size, "visual_embed")
+
+  def text_prefix(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
+                  attention_mask: Optional[jax.Array] = None, *,
+                  deterministic: bool = True) -> jax.Array:
+    """Text embeddings + the text layers before the first co-attention: ``[B, T, d_t]``.
+
+    Independent of the image; pass it back as ``text_hidden`` to skip recomputing it.
+    """
+    token_type_ids, attention_mask = default_text_inputs(input_ids, token_type_ids,
+                                                         attention_mask)
+    text = self.text_embeddings(input_ids, token_type_ids, deterministic)
+    self.sow(INTERMEDIATES, "embedded_text", text)
+    return self.encoder.text_prefix(text, attention_mask, deterministic)
+
+  def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
+               attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
+               image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
+               deterministic: bool = True,
+               text_hidden: Optional[jax.Array] = None) -> BackboneOutput:
+    """input_ids/token_type_ids/attention_mask ``[B, T]``; image_feat ``[B, R, D]``;
+    image_loc ``[B, R, 5]``; image_mask ``[B, R]``. Masks are 1 for real tokens.
+    ``text_hidden``: the result of ``text_prefix`` for these tokens, if already computed."""
+    token_type_ids, attention_mask = default_text_inputs(input_ids, token_type_ids,
+                                                         attention_mask)
+    image_mask = default_image_mask(image_feat, image_mask)
+    if text_hidden is None:
+      text_hidden = self.text_prefix(input_ids, token_type_ids, attention_mask,
+                                     deterministic=deterministic)
+    image = self.image_embeddings(image_feat, image_loc, deterministic)
+    self.sow(INTERMEDIATES, "embedded_image", image)
+    text, image = self.encoder(text_hidden, attention_mask, image, image_mask, deterministic,
+                               text_prefix_done=True)
+    text_pooled, image_pooled = self.text_pooler(text), self.image_pooler(image)
+    return BackboneOutput(text, image, text_pooled, image_pooled, text_pooled * image_pooled)
+
+
+def backbone(cfg: ViLBERTConfig) -> nn.Module:
+  """The backbone the config asks for: ViLBERT, or the single-stream baseline."""
+  if cfg.single_stream:
+    return SingleStreamModel(cfg)
+  return ViLBERTModel(cfg)
+
+
+class ViLBERTForPretraining(nn.Module):
+  """Backbone + masked-word, masked-region and alignment heads.
+
+  ``apply(variables, input_ids, token_type_ids, attention_mask, image_feat, image_loc,
+  image_mask, deterministic=True) -> PretrainingOutput``; pass ``rngs={"dropout": key}`` with
+  ``deterministic=False``. Collect block outputs with ``mutable=["intermediates"]`` and
+  attention probabilities with ``mutable=["attention_maps"]``.
+  """
+
+  cfg: ViLBERTConfig  # Model configuration.
+
+  def setup(self):
+    cfg = self.cfg
+    self.backbone = backbone(cfg)
+    self.masked_lm_head = MaskedLMHead(cfg)
+    self.region_head = region_head(cfg)
+    self.alignment_head = AlignmentHead(cfg)
+
+  def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
+               attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
+               image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
+               deterministic: bool = True) -> PretrainingOutput:
+    out = self.backbone(input_ids, token_type_ids, attention_mask, image_feat, image_loc,
+                        image_mask, deterministic=deterministic)
+    word_embeddings = self.backbone.text_embeddings.word_embeddings.embedding
+    return PretrainingOutput(
+        **vars(out),
+        mlm_logits=self.masked_lm_head(out.text_sequence, word_embeddings),
+        region_logits=self.region_head(out.image_sequence),
+        alignment_logits=self.alignment_head(out.pooled, deterministic))
