@@ -1,0 +1,105 @@
+"""LMDB feature stores as shipped by the original ViLBERT repositories.
+
+One record per image, keyed by the image id. Values are either pickled dicts (read with the
+restricted unpickler) or msgpack maps/lists, with the fields of the TSV format: image_id,
+image_w, image_h, num_boxes, boxes, features[, cls_prob]. A msgpack list holds them in that
+order. Arrays may be numpy arrays, base64 strings of float32 bytes, or msgpack-numpy maps
+({nd, type, shape, data}). A key `keys` holding the pickled list of ids, as the originals
+write, is used for ordering and otherwise skipped.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, List, Optional
+
+import msgpack
+import numpy as np
+
+from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
+from vilbert_jax.data.features.tsv import decode_b64_floats
+
+FIELDS = ("image_id", "image_w", "image_h", "num_boxes", "boxes", "features", "cls_prob")
+_KEYS_KEY = b"keys"
+
+
+def _is_pickle(value: bytes) -> bool:
+  """Pickle protocols 2-5 start with PROTO (0x80) and the protocol number."""
+  return len(value) > 1 and value[0] == 0x80 and 2 <= value[1] <= 5
+
+
+def _floats(where: str, name: str, value) -> Optional[np.ndarray]:
+  if value is None:
+    return None
+  if isinstance(value, dict) and (b"nd" in value or "nd" in value):  # msgpack-numpy
+    get = lambda k: value.get(k, value.get(k.encode()))
+    dtype = get("type")
+    dtype = dtype.decode() if isinstance(dtype, bytes) else dtype
+    return np.frombuffer(get("data"), dtype=np.dtype(dtype)).astype(np.float32)
+  if isinstance(value, (bytes, str)):
+    return decode_b64_floats(where, name, value.encode() if isinstance(value, str) else value)
+  return np.asarray(value, dtype=np.float32)
+
+
+def decode_value(where: str, value: bytes, feature_dim: Optional[int] = None) -> RegionFeatures:
+  """Decodes one LMDB value (pickle or msgpack) into a checked record."""
+  try:
+    item = safe_loads(value) if _is_pickle(value) else msgpack.unpackb(
+        value, raw=False, strict_map_key=False)
+  except UnsafePickleError as e:
+    raise FeatureStoreError(f"{where}: {e}") from e
+  except Exception as e:  # Corrupt bytes raise many different types.
+    raise FeatureStoreError(f"{where}: cannot decode record: {e!r}") from e
+  if isinstance(item, (list, tuple)):
+    item = dict(zip(FIELDS, item))
+  if not isinstance(item, dict):
+    raise FeatureStoreError(f"{where}: record is a {type(item).__name__}, not a dict or list")
+  item = {k.decode() if isinstance(k, bytes) else k: v for k, v in item.items()}
+  missing = [f for f in FIELDS[:6] if f not in item]
+  if missing:
+    raise FeatureStoreError(f"{where}: record lacks fields {missing}")
+  image_id = item["image_id"]
+  ctx = f"{where} (image_id {image_id})"
+  return make_record(where, image_id, item["image_w"], item["image_h"], item["num_boxes"],
+                     _floats(ctx, "boxes", item["boxes"]),
+                     _floats(ctx, "features", item["features"]),
+                     _floats(ctx, "cls_prob", item.get("cls_prob")), feature_dim)
+
+
+class LmdbFeatureStore:
+  """Random access and iteration over an LMDB feature store (a folder with data.mdb)."""
+
+  def __init__(self, path: str, feature_dim: Optional[int] = None):
+    import lmdb  # Imported here: only LMDB users need the package.
+    self.path = path
+    self.feature_dim = feature_dim
+    self._env = lmdb.open(path, readonly=True, lock=False, readahead=False, meminit=False,
+                          max_readers=256, subdir=os.path.isdir(path))
+    with self._env.begin() as txn:
+      keys_value = txn.get(_KEYS_KEY)
+      if keys_value is not None:
+        self._keys = [k.decode() if isinstance(k, bytes) else str(k)
+                      for k in safe_loads(keys_value)]
+      else:
+        self._keys = [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
+
+  def keys(self) -> List[str]:
+    return list(self._keys)
+
+  def __len__(self) -> int:
+    return len(self._keys)
+
+  def __contains__(self, image_id) -> bool:
+    with self._env.begin() as txn:
+      return txn.get(str(image_id).encode()) is not None
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    with self._env.begin() as txn:
+      value = txn.get(str(image_id).encode())
+    if value is None:
+      raise KeyError(f"image_id {image_id} is not in {self.path}")
+    return decode_value(f"{os.path.basename(self.path)} key {image_id}", value, self.feature_dim)
+
+  def __iter__(self) -> Iterator[RegionFeatures]:
+    for image_id in self._keys:
+      yield self[image_id]

@@ -1,0 +1,76 @@
+"""Folders of per-image `.npz` (or `.npy` dict) files, named `<image_id>.npz`.
+
+Each file holds arrays `features [N,D]`, `boxes [N,4]`, scalars `image_w`, `image_h` and
+optionally `cls_prob [N,C]`. A `.npy` file holds those fields as one saved dict
+(`np.save(path, {...})`); its pickled payload is read with the restricted unpickler.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, List, Optional
+
+import numpy as np
+
+from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
+
+_SUFFIXES = (".npz", ".npy")
+
+
+def _load_npy_dict(file: str) -> dict:
+  """Reads a `.npy` file holding one pickled dict, without running any code it names."""
+  name = os.path.basename(file)
+  with open(file, "rb") as f:
+    major, _ = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                   else np.lib.format.read_array_header_2_0)
+    _, _, dtype = read_header(f)
+    if dtype != object:
+      raise FeatureStoreError(f"{name}: holds a plain {dtype} array, not a dict of fields")
+    try:
+      value = safe_loads(f.read())
+    except UnsafePickleError as e:
+      raise FeatureStoreError(f"{name}: {e}") from e
+  value = value.item() if isinstance(value, np.ndarray) else value
+  if not isinstance(value, dict):
+    raise FeatureStoreError(f"{name}: holds a {type(value).__name__}, not a dict of fields")
+  return value
+
+
+class NpyDirFeatureStore:
+  """Random access and iteration over a folder of per-image `.npz`/`.npy` files."""
+
+  def __init__(self, path: str, feature_dim: Optional[int] = None):
+    self.path = path
+    self.feature_dim = feature_dim
+    names = sorted(n for n in os.listdir(path) if n.endswith(_SUFFIXES))
+    self._files = {os.path.splitext(n)[0]: n for n in names}
+
+  def keys(self) -> List[str]:
+    return list(self._files)
+
+  def __len__(self) -> int:
+    return len(self._files)
+
+  def __contains__(self, image_id) -> bool:
+    return str(image_id) in self._files
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    name = self._files.get(str(image_id))
+    if name is None:
+      raise KeyError(f"image_id {image_id} is not in {self.path} (no {image_id}.npz)")
+    file = os.path.join(self.path, name)
+    data = _load_npy_dict(file) if name.endswith(".npy") else np.load(file, allow_pickle=False)
+    fields = list(data.keys())
+    get = data.__getitem__
+    missing = [k for k in ("features", "boxes", "image_w", "image_h") if k not in fields]
+    if missing:
+      raise FeatureStoreError(f"{name}: lacks arrays {missing}")
+    features = get("features")
+    return make_record(name, image_id, get("image_w"), get("image_h"), len(features),
+                       get("boxes"), features, get("cls_prob") if "cls_prob" in fields else None,
+                       self.feature_dim)
+
+  def __iter__(self) -> Iterator[RegionFeatures]:
+    for image_id in self._files:
+      yield self[image_id]

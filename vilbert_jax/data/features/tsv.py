@@ -1,0 +1,111 @@
+"""Bottom-up-attention TSV files: one image per line, arrays as base64 float32 bytes.
+
+Columns (tab-separated, no header): image_id, image_w, image_h, num_boxes, boxes, features
+and optionally cls_prob. Files can be tens of gigabytes: iteration streams line by line, and
+random access uses an offset index built by one scan on first use.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from typing import Dict, Iterator, List, Optional
+
+import numpy as np
+
+from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+
+_MIN_COLUMNS = 6  # image_id, image_w, image_h, num_boxes, boxes, features
+_MAX_COLUMNS = 7  # ... cls_prob
+
+
+def decode_b64_floats(where: str, name: str, text: bytes) -> np.ndarray:
+  """Decodes base64 float32 bytes to a flat float32 array; errors name `where` and the field."""
+  try:
+    raw = base64.b64decode(text, validate=True)
+  except (binascii.Error, ValueError) as e:
+    raise FeatureStoreError(f"{where}: {name} is not valid base64 (truncated?): {e}") from e
+  if len(raw) % 4:
+    raise FeatureStoreError(f"{where}: {name} has {len(raw)} bytes, not whole float32 values")
+  return np.frombuffer(raw, dtype=np.float32)
+
+
+def parse_tsv_line(where: str, line: bytes, feature_dim: Optional[int] = None) -> RegionFeatures:
+  """Parses one TSV line into a checked record; `where` is e.g. "feats.tsv row 3"."""
+  cols = line.rstrip(b"\r\n").split(b"\t")
+  image_id = cols[0].decode(errors="replace")
+  ctx = f"{where} (image_id {image_id})"
+  if not _MIN_COLUMNS <= len(cols) <= _MAX_COLUMNS:
+    raise FeatureStoreError(
+        f"{ctx}: expected {_MIN_COLUMNS} or {_MAX_COLUMNS} tab-separated columns "
+        "(image_id, image_w, image_h, num_boxes, boxes, features[, cls_prob]), "
+        f"found {len(cols)}")
+  boxes = decode_b64_floats(ctx, "boxes", cols[4])
+  features = decode_b64_floats(ctx, "features", cols[5])
+  cls_prob = decode_b64_floats(ctx, "cls_prob", cols[6]) if len(cols) == 7 else None
+  return make_record(where, image_id, cols[1], cols[2], cols[3], boxes, features, cls_prob,
+                     feature_dim)
+
+
+def encode_tsv_line(record: RegionFeatures) -> bytes:
+  """Writes `record` as one TSV line (with trailing newline), the inverse of `parse_tsv_line`."""
+  cols = [record.image_id.encode(), str(record.image_w).encode(), str(record.image_h).encode(),
+          str(record.num_boxes).encode()]
+  arrays = [record.boxes, record.features]
+  if record.cls_prob is not None:
+    arrays.append(record.cls_prob)
+  cols += [base64.b64encode(np.ascontiguousarray(a, np.float32).tobytes()) for a in arrays]
+  return b"\t".join(cols) + b"\n"
+
+
+class TsvFeatureStore:
+  """Reads one or more bottom-up-attention TSV files (a file or a folder of `*.tsv`)."""
+
+  def __init__(self, paths: List[str], feature_dim: Optional[int] = None):
+    self.paths = list(paths)
+    self.feature_dim = feature_dim
+    self._index: Optional[Dict[str, tuple]] = None
+
+  def __iter__(self) -> Iterator[RegionFeatures]:
+    """Streams every record in file order."""
+    for path in self.paths:
+      name = os.path.basename(path)
+      with open(path, "rb") as f:
+        for row, line in enumerate(f, 1):
+          if line.strip():
+            yield parse_tsv_line(f"{name} row {row}", line, self.feature_dim)
+
+  def _build_index(self) -> Dict[str, tuple]:
+    index = {}
+    for path in self.paths:
+      with open(path, "rb") as f:
+        row, offset = 0, 0
+        for line in f:
+          row += 1
+          if line.strip():
+            index[line.split(b"\t", 1)[0].decode()] = (path, row, offset)
+          offset += len(line)
+    return index
+
+  def keys(self) -> List[str]:
+    if self._index is None:
+      self._index = self._build_index()
+    return list(self._index)
+
+  def __contains__(self, image_id) -> bool:
+    self.keys()
+    return str(image_id) in self._index
+
+  def __len__(self) -> int:
+    return len(self.keys())
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    self.keys()
+    try:
+      path, row, offset = self._index[str(image_id)]
+    except KeyError:
+      raise KeyError(f"image_id {image_id} is not in {', '.join(self.paths)}") from None
+    with open(path, "rb") as f:
+      f.seek(offset)
+      return parse_tsv_line(f"{os.path.basename(path)} row {row}", f.readline(),
+                            self.feature_dim)
