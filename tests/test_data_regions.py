@@ -1,0 +1,51 @@
+"""Box selection, 5-d locations, IMG token, padding, IoU and hard negatives."""
+import numpy as np
+
+from vilbert_jax.data import hard_negatives, regions
+
+
+def test_select_boxes_keeps_10_to_36_by_confidence():
+  rng = np.random.default_rng(0)
+  prob = rng.random((60, 5)) * 0.1
+  prob[:, 0] = 1.0  # background is ignored for confidence
+  prob[7, 3] = 0.9
+  prob[[3, 11, 40], 1] = [0.5, 0.3, 0.25]
+  keep = regions.select_boxes(prob, 60)
+  assert len(keep) == 10  # only 4 confident boxes: the minimum applies
+  np.testing.assert_array_equal(keep[:4], [7, 3, 11, 40])
+  prob[:, 2] = 0.5  # all confident: the maximum applies
+  assert len(regions.select_boxes(prob, 60)) == 36
+  assert len(regions.select_boxes(prob[:5], 5)) == 5
+  np.testing.assert_array_equal(regions.select_boxes(None, 50), np.arange(36))
+
+
+def test_box_locations():
+  loc = regions.box_locations(np.array([[0, 0, 320, 240], [160, 120, 640, 480]]), 640, 480)
+  np.testing.assert_allclose(loc, [[0, 0, 0.5, 0.5, 0.25], [0.25, 0.25, 1, 1, 0.5625]])
+
+
+def test_visual_inputs_img_token_and_padding():
+  feats = np.arange(12, dtype=np.float32).reshape(3, 4)
+  boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (3, 1))
+  out = regions.visual_inputs(feats, boxes, 20, 20, 6)
+  np.testing.assert_allclose(out["image_feat"][0], feats.mean(0))
+  np.testing.assert_allclose(out["image_loc"][0], [0, 0, 1, 1, 1])
+  np.testing.assert_array_equal(out["image_mask"], [1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(out["image_feat"][4:], 0)
+  np.testing.assert_array_equal(out["image_loc"][4:], 0)
+  assert out["image_feat"].dtype == np.float32 and out["image_mask"].dtype == np.int32
+  truncated = regions.visual_inputs(feats, boxes, 20, 20, 3)  # IMG + 2 regions
+  np.testing.assert_allclose(truncated["image_feat"][0], feats[:2].mean(0))
+
+
+def test_box_iou():
+  iou = regions.box_iou(np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]),
+                        np.array([0, 0, 10, 10]))
+  np.testing.assert_allclose(iou, [1.0, 1 / 3, 0.0], rtol=1e-6)
+
+
+def test_nearest_images_excludes_self_and_orders_by_distance():
+  x = np.array([[0.0], [1.0], [3.0], [10.0]], np.float32)
+  np.testing.assert_array_equal(hard_negatives.nearest_images(x, k=2, chunk=3),
+                                [[1, 2], [0, 2], [1, 0], [2, 1]])
+  assert hard_negatives.nearest_images(x, k=100).shape == (4, 3)

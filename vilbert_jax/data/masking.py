@@ -1,0 +1,74 @@
+"""Pretraining masking of SPEC section 5, as pure numpy functions of a random generator."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Collection, Tuple
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskingConfig:
+  """Probabilities of the paper's masking.
+
+  Attributes:
+    word_prob: chance a text token (not [CLS]/[SEP]/padding) is selected.
+    word_mask_frac / word_random_frac: of selected tokens, the fraction set to [MASK] / to a
+      random vocabulary id; the rest stay unchanged.
+    region_prob: chance a real region is selected.
+    region_zero_frac: of selected regions, the fraction whose feature is zeroed.
+    negative_prob: chance the caption is replaced by another image's caption.
+    masked_loss_on_mismatch: False sets the word and region labels of replaced-caption pairs
+      to -1 (the follow-up code's variant); True keeps them (the original).
+  """
+  word_prob: float = 0.15
+  word_mask_frac: float = 0.8
+  word_random_frac: float = 0.1
+  region_prob: float = 0.15
+  region_zero_frac: float = 0.9
+  negative_prob: float = 0.5
+  masked_loss_on_mismatch: bool = True
+
+
+def mask_tokens(rng: np.random.Generator, input_ids: np.ndarray, special_ids: Collection[int],
+                mask_id: int, vocab_size: int,
+                config: MaskingConfig = MaskingConfig()) -> Tuple[np.ndarray, np.ndarray]:
+  """BERT masking of one sequence.
+
+  Args:
+    input_ids: [T] int32 ids including [CLS]/[SEP]/padding.
+    special_ids: ids never selected (pad, cls, sep, ...).
+
+  Returns:
+    masked ids [T] int32 and labels [T] int32 (original id where selected, else -1).
+  """
+  selectable = ~np.isin(input_ids, list(special_ids))
+  selected = (rng.random(input_ids.shape) < config.word_prob) & selectable
+  action = rng.random(input_ids.shape)
+  random_ids = rng.integers(0, vocab_size, size=input_ids.shape)
+  masked = input_ids.copy()
+  to_mask = selected & (action < config.word_mask_frac)
+  to_random = selected & (action >= config.word_mask_frac) & (
+      action < config.word_mask_frac + config.word_random_frac)
+  masked[to_mask] = mask_id
+  masked[to_random] = random_ids[to_random]
+  labels = np.where(selected, input_ids, -1).astype(np.int32)
+  return masked.astype(np.int32), labels
+
+
+def mask_regions(rng: np.random.Generator, features: np.ndarray,
+                 config: MaskingConfig = MaskingConfig()) -> Tuple[np.ndarray, np.ndarray]:
+  """Region masking of one image's real regions (no IMG token, no padding).
+
+  Args:
+    features: [N, D] float32.
+
+  Returns:
+    features [N, D] with most selected rows zeroed, and labels [N] int32 (1 selected, else -1).
+  """
+  n = features.shape[0]
+  selected = rng.random(n) < config.region_prob
+  zeroed = selected & (rng.random(n) < config.region_zero_frac)
+  out = features.copy()
+  out[zeroed] = 0.0
+  return out, np.where(selected, 1, -1).astype(np.int32)
