@@ -1,0 +1,67 @@
+"""Builds one of the datasets in this folder without TensorFlow (the `tfds build` CLI needs it).
+
+  python -m tfds_builders.build vilbert_vqa2 --manual_dir /data/vqa --data_dir ~/tfds \
+      [--config default] [--feature_dim 2048] [--float16] [--skip_bad_rows]
+
+Run from the repository root. Prints the dataset folder, split sizes and any skipped rows.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import sys
+from typing import Optional, Sequence
+
+from vilbert_jax.data import tfds_io
+
+BUILDERS = ("vilbert_synthetic_scenes", "vilbert_conceptual_captions", "vilbert_vqa2",
+            "vilbert_flickr30k", "vilbert_refcoco_plus", "vilbert_vcr")
+
+
+def make_builder(name: str, data_dir: str, config: Optional[str] = None,
+                 skip_bad_rows: bool = False, **overrides):
+  """Instantiates builder `name`; `overrides` replace fields of its (named or default) config.
+
+  With overrides the config is renamed to encode them (e.g. "default-feature_dim64"), so
+  differently sized builds live side by side under `data_dir`.
+  """
+  if name not in BUILDERS:
+    raise ValueError(f"unknown builder {name!r}; choose one of {', '.join(BUILDERS)}")
+  module = importlib.import_module(f"tfds_builders.{name}")
+  cls = module.Builder
+  base = cls.builder_configs[config or cls.DEFAULT_CONFIG_NAME]
+  overrides = {k: v for k, v in overrides.items() if v is not None}
+  if overrides:
+    suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
+    base = dataclasses.replace(base, name=f"{base.name}-{suffix}",
+                               description=f"{base.description} Changed: {suffix}.", **overrides)
+  kwargs = {"skip_bad_rows": skip_bad_rows} if skip_bad_rows else {}
+  return cls(data_dir=data_dir, config=base, file_format="array_record", **kwargs)
+
+
+def main(argv: Sequence[str]) -> int:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("name", choices=BUILDERS)
+  parser.add_argument("--data_dir", required=True)
+  parser.add_argument("--manual_dir")
+  parser.add_argument("--config")
+  parser.add_argument("--feature_dim", type=int)
+  parser.add_argument("--float16", action="store_true", default=None)
+  parser.add_argument("--skip_bad_rows", action="store_true")
+  args = parser.parse_args(argv)
+  builder = make_builder(args.name, args.data_dir, args.config, args.skip_bad_rows,
+                         feature_dim=args.feature_dim, float16=args.float16)
+  path = tfds_io.build(builder, args.manual_dir)
+  info = builder.info
+  print(f"built {path}")
+  for split, split_info in info.splits.items():
+    print(f"  {split}: {split_info.num_examples} records")
+  for line in (info.metadata or {}).get("skipped_rows", []):
+    print(f"  skipped: {line}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,183 @@
+"""Grain pipelines: task items of a built split -> batches of numpy arrays.
+
+Every pipeline addresses the items of one task (`records.ITEM_FIELDS`) through a flat index,
+samples them with a seeded `grain.IndexSampler` (sharded by JAX process), maps each with a
+transform whose randomness comes only from `(seed, position in the sampled stream)`, and
+batches. Two runs with one seed give identical batches, and a loader iterator's
+`get_state()`/`set_state()` resumes the same sequence.
+
+Pretraining batch keys (B = per-process batch size, T = 36, R = 37 with the IMG token at 0,
+C = class-distribution width):
+  input_ids, token_type_ids, attention_mask  [B,T] int32
+  image_feat [B,R,D] float32, image_loc [B,R,5] float32, image_mask [B,R] int32
+  masked_lm_labels [B,T] int32 (-1 = ignore)
+  image_label [B,R-1] int32 (1 = masked region, -1 otherwise; IMG slot excluded)
+  image_target [B,R-1,C] float32 (detector class distribution)
+  alignment_label [B] int32 (0 = caption matches the image, 1 = random caption)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+import grain.python as grain
+import numpy as np
+
+from vilbert_jax.data import masking as masking_lib
+from vilbert_jax.data import records, regions
+from vilbert_jax.data.tfds_io import SplitData
+from vilbert_jax.data.tokenizer import Tokenizer
+
+
+class ItemIndex:
+  """Maps a flat item index to (record index, item within record) for one task."""
+
+  def __init__(self, counts: np.ndarray, name: str):
+    if counts.size == 0 or counts.sum() == 0:
+      raise ValueError(f"{name} has no items of this task")
+    self.counts = counts
+    self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    self.total = int(counts.sum())
+
+  def locate(self, index: int) -> Tuple[int, int]:
+    record = int(np.searchsorted(self.starts, index, side="right") - 1)
+    return record, int(index - self.starts[record])
+
+  def other_record_item(self, rng: np.random.Generator, record: int) -> int:
+    """A uniformly drawn flat item index of any record except `record`."""
+    j = int(rng.integers(self.total - self.counts[record]))
+    return j + int(self.counts[record]) if j >= self.starts[record] else j
+
+
+def item_index(split: SplitData, task: str) -> ItemIndex:
+  if task not in split.item_counts:
+    raise KeyError(f"{split.name} has no {task!r} items (it has {sorted(split.item_counts)})")
+  return ItemIndex(split.item_counts[task], f"{split.name} ({task})")
+
+
+class ItemSource(grain.RandomAccessDataSource):
+  """Random access to the items of one task: element = (record index, item, record)."""
+
+  def __init__(self, split: SplitData, task: str):
+    self.split = split
+    self.task = task
+    self.index = item_index(split, task)
+
+  def __repr__(self) -> str:  # grain compares it when restoring an iterator state
+    return f"ItemSource({self.split.name}, {self.task}, {self.index.total} items)"
+
+  def __len__(self) -> int:
+    return self.index.total
+
+  def __getitem__(self, index: int):
+    record, item = self.index.locate(int(index))
+    return record, item, self.split.records[record]
+
+
+def text(value) -> str:
+  return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def image_regions(record: Dict, max_regions: int, select: bool) -> Dict[str, np.ndarray]:
+  """The regions of a stored record as float32, at most `max_regions` of them.
+
+  With `select` and a stored class distribution, boxes are chosen by confidence as the paper
+  does (`regions.select_boxes`); otherwise the stored order is kept.
+  """
+  cls_prob = record.get("cls_prob")
+  cls_prob = None if cls_prob is None else np.asarray(cls_prob, np.float32)
+  n = len(record["boxes"])
+  keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions) if select
+          else np.arange(min(n, max_regions)))
+  return {"features": np.asarray(record["features"], np.float32)[keep],
+          "boxes": np.asarray(record["boxes"], np.float32)[keep],
+          "cls_prob": None if cls_prob is None else cls_prob[keep],
+          "image_w": float(record["image_w"]), "image_h": float(record["image_h"])}
+
+
+def visual(image: Dict[str, np.ndarray], num_visual_tokens: int) -> Dict[str, np.ndarray]:
+  return regions.visual_inputs(image["features"], image["boxes"], image["image_w"],
+                               image["image_h"], num_visual_tokens)
+
+
+def split_rng(rng: np.random.Generator, parts: int):
+  """Independent generators for the parts of one example, so each part's draws are fixed."""
+  return [np.random.default_rng(s) for s in rng.integers(2**63, size=parts)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingTransform(grain.RandomMapTransform):
+  """One (image, caption) item -> one pretraining example (see the module docstring).
+
+  grain seeds `rng` from the loader seed and the item's position in the sampled stream.
+  """
+  split: SplitData
+  tokenizer: Tokenizer
+  max_text_len: int = 36
+  num_visual_tokens: int = 37
+  masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
+
+  def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    record_index, item, record = element
+    rngs = split_rng(rng, 3)
+    items = item_index(self.split, "captions")
+    caption = text(record["captions"][item])
+    alignment = int(rngs[0].random() < self.masking.negative_prob)
+    if alignment:
+      other, other_item = items.locate(items.other_record_item(rngs[0], record_index))
+      caption = text(self.split.records[other]["captions"][other_item])
+    tok = self.tokenizer
+    out = tok.encode(caption, self.max_text_len)
+    out["input_ids"], out["masked_lm_labels"] = masking_lib.mask_tokens(
+        rngs[1], out["input_ids"], tok.special_ids, tok.mask_id, tok.vocab_size, self.masking)
+    image = image_regions(record, self.num_visual_tokens - 1, select=True)
+    if image["cls_prob"] is None:
+      raise ValueError(f"{self.split.name} record {record_index} has no cls_prob; pretraining "
+                       "needs the detector class distribution")
+    image["features"], region_labels = masking_lib.mask_regions(
+        rngs[2], image["features"], self.masking)
+    out.update(visual(image, self.num_visual_tokens))
+    out["image_label"] = regions.pad_rows(region_labels, self.num_visual_tokens - 1, -1)
+    out["image_target"] = regions.pad_rows(image["cls_prob"], self.num_visual_tokens - 1)
+    out["alignment_label"] = np.int32(alignment)
+    if alignment and not self.masking.masked_loss_on_mismatch:
+      out["masked_lm_labels"][:] = -1
+      out["image_label"][:] = -1
+    return out
+
+
+def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
+                batch_size: int, seed: int, shuffle: bool = True,
+                num_epochs: Optional[int] = None, shard: Optional[Tuple[int, int]] = None,
+                worker_count: int = 0, drop_remainder: bool = True) -> grain.DataLoader:
+  """A grain loader over the `task` items of `split`.
+
+  Args:
+    batch_size: examples per batch on this process.
+    seed: seeds the order and every random choice of the transform.
+    num_epochs: None repeats forever.
+    shard: (index, count) of this process; None shards by JAX process.
+    worker_count: grain worker processes (0 = in this process). Workers need absl flags
+      parsed, i.e. a program run under `absl.app.run`.
+  """
+  shard_options = (grain.ShardByJaxProcess(drop_remainder=True) if shard is None
+                   else grain.ShardOptions(shard[0], shard[1], drop_remainder=True))
+  source = ItemSource(split, task)
+  sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
+                               shuffle=shuffle, num_epochs=num_epochs, seed=seed)
+  return grain.DataLoader(
+      data_source=source, sampler=sampler, worker_count=worker_count,
+      operations=[transform, grain.Batch(batch_size, drop_remainder=drop_remainder)])
+
+
+def pretraining_loader(split: SplitData, tokenizer: Tokenizer, *, batch_size: int, seed: int,
+                       max_text_len: int = 36, num_visual_tokens: int = 37,
+                       masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig(),
+                       **loader_kwargs) -> grain.DataLoader:
+  """Pretraining batches (masked words, masked regions, alignment) from a split's captions.
+
+  `loader_kwargs` go to `make_loader` (shuffle, num_epochs, shard, worker_count).
+  """
+  transform = PretrainingTransform(split, tokenizer, max_text_len, num_visual_tokens, masking)
+  return make_loader(split, "captions", transform, batch_size=batch_size, seed=seed,
+                     **loader_kwargs)

@@ -1,0 +1,212 @@
+"""Grain pipelines of the downstream tasks: VQA, VCR, RefCOCO+ and caption-based retrieval.
+
+Each transform turns one task item of a built split into model inputs with the SPEC's lengths
+(text `input_ids/token_type_ids/attention_mask [T]`, visual `image_feat [R,D]`,
+`image_loc [R,5]`, `image_mask [R]`, IMG token at 0, R = 101 by default) plus the task's
+targets. Multiple-choice tasks (VCR, retrieval training) put the options on a leading axis:
+text keys are `[4,T]`; batches add the batch axis in front.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, Optional, Tuple
+
+import grain.python as grain
+import numpy as np
+
+from vilbert_jax.data import regions, vqa_answers
+from vilbert_jax.data.pipeline import (image_regions, item_index, make_loader, split_rng, text,
+                                       visual)
+from vilbert_jax.data.records import NUM_ANSWERS, NUM_OPTIONS
+from vilbert_jax.data.tfds_io import SplitData
+from vilbert_jax.data.tokenizer import Tokenizer
+
+IOU_THRESHOLD = 0.5  # RefCOCO+ region targets below this IoU are 0
+
+
+def _image(record: Dict, num_visual_tokens: int) -> Dict[str, np.ndarray]:
+  """Visual inputs of a record's regions in stored (proposal) order."""
+  return visual(image_regions(record, num_visual_tokens - 1, select=False), num_visual_tokens)
+
+
+def _stack(examples) -> Dict[str, np.ndarray]:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+@dataclasses.dataclass(frozen=True)
+class VqaTransform(grain.MapTransform):
+  """Question item -> inputs + `target [num_answers]` soft scores + `question_id` int64.
+
+  Questions without answers (test-dev) get an all-zero target.
+  """
+  tokenizer: Tokenizer
+  answer_vocab: Tuple[str, ...]
+  max_text_len: int = 23
+  num_visual_tokens: int = 101
+
+  def map(self, element) -> Dict[str, np.ndarray]:
+    _, item, record = element
+    out = self.tokenizer.encode(text(record["vqa_question"][item]), self.max_text_len)
+    out.update(_image(record, self.num_visual_tokens))
+    answers = [text(a) for a in record["vqa_answers"][item * NUM_ANSWERS:
+                                                     (item + 1) * NUM_ANSWERS]]
+    index = {a: i for i, a in enumerate(self.answer_vocab)}
+    out["target"] = vqa_answers.soft_scores(answers, index)
+    ids = record.get("vqa_question_id")
+    out["question_id"] = np.int64(ids[item] if ids is not None else item)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReferTransform(grain.MapTransform):
+  """Referring expression -> inputs + per-region targets.
+
+  Adds `target [R]` float32 (IoU with the ground-truth box, 0 below 0.5, 0 on padding; the IMG
+  slot's box is the whole image), `region_iou [R]` float32 (raw IoU, for accuracy) and
+  `gt_box [4]` pixels.
+  """
+  tokenizer: Tokenizer
+  max_text_len: int = 20
+  num_visual_tokens: int = 101
+
+  def map(self, element) -> Dict[str, np.ndarray]:
+    _, item, record = element
+    out = self.tokenizer.encode(text(record["ref_expression"][item]), self.max_text_len)
+    image = image_regions(record, self.num_visual_tokens - 1, select=False)
+    out.update(visual(image, self.num_visual_tokens))
+    gt = np.asarray(record["ref_box"][item], np.float32)
+    whole = np.array([[0, 0, image["image_w"], image["image_h"]]], np.float32)
+    iou = regions.box_iou(np.concatenate([whole, image["boxes"]]), gt)
+    out["region_iou"] = regions.pad_rows(iou, self.num_visual_tokens)
+    out["target"] = np.where(out["region_iou"] >= IOU_THRESHOLD, out["region_iou"], 0.0)
+    out["gt_box"] = gt
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class VcrTransform(grain.MapTransform):
+  """Multiple-choice item -> 4 text options `[4,T]` + one image + `label`.
+
+  mode "q_a": segment A = question, segment B = answer option (Q->A).
+  mode "qa_r": segment A = question + correct answer, segment B = rationale option (QA->R).
+  """
+  tokenizer: Tokenizer
+  mode: str = "q_a"
+  max_text_len: int = 60
+  num_visual_tokens: int = 101
+
+  def map(self, element) -> Dict[str, np.ndarray]:
+    _, item, record = element
+    question = text(record["mc_question"][item])
+    span = slice(item * NUM_OPTIONS, (item + 1) * NUM_OPTIONS)
+    answers = [text(a) for a in record["mc_answers"][span]]
+    answer_label = int(record["mc_answer_label"][item])
+    if self.mode == "q_a":
+      first, options, label = question, answers, answer_label
+    elif self.mode == "qa_r":
+      first = f"{question} {answers[answer_label]}"
+      options = [text(r) for r in record["mc_rationales"][span]]
+      label = int(record["mc_rationale_label"][item])
+    else:
+      raise ValueError(f"VCR mode must be 'q_a' or 'qa_r', not {self.mode!r}")
+    out = _stack([self.tokenizer.encode(first, self.max_text_len, option) for option in options])
+    out.update(_image(record, self.num_visual_tokens))
+    out["label"] = np.int32(label)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalTrainTransform(grain.RandomMapTransform):
+  """Caption item -> 4 (image, caption) pairs, the true pair first (`label` = 0).
+
+  Pairs: (image, caption), (image, random caption), (random image, caption),
+  (image, caption of one of its hard-negative images). Every key gets the leading axis 4.
+  """
+  split: SplitData
+  tokenizer: Tokenizer
+  max_text_len: int = 30
+  num_visual_tokens: int = 101
+
+  def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    record_index, item, record = element
+    items = item_index(self.split, "captions")
+    rng_caption, rng_image, rng_hard = split_rng(rng, 3)
+    records = self.split.records
+
+    def caption_of(flat: int) -> str:
+      r, k = items.locate(flat)
+      return text(records[r]["captions"][k])
+
+    random_image = records[items.locate(items.other_record_item(rng_image, record_index))[0]]
+    hard = np.asarray(record.get("hard_negatives", ()))
+    if hard.size:
+      hard_record = int(hard[rng_hard.integers(hard.size)])
+      hard_caption = caption_of(int(items.starts[hard_record]
+                                    + rng_hard.integers(items.counts[hard_record])))
+    else:
+      hard_caption = caption_of(items.other_record_item(rng_hard, record_index))
+    caption = text(record["captions"][item])
+    pairs = [(record, caption), (record, caption_of(items.other_record_item(rng_caption,
+                                                                             record_index))),
+             (random_image, caption), (record, hard_caption)]
+    examples = []
+    for image_record, pair_caption in pairs:
+      example = self.tokenizer.encode(pair_caption, self.max_text_len)
+      example.update(_image(image_record, self.num_visual_tokens))
+      examples.append(example)
+    out = _stack(examples)
+    out["label"] = np.int32(0)
+    return out
+
+
+def retrieval_eval_data(split: SplitData, tokenizer: Tokenizer, *, max_text_len: int = 30,
+                        num_visual_tokens: int = 101, num_images: Optional[int] = None
+                        ) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+  """Every caption and every image of (the first `num_images` records of) a split.
+
+  Score all (caption, image) pairs and rank images per caption; the right image of caption c
+  is `captions["image_index"][c]`.
+
+  Returns:
+    captions: `input_ids/token_type_ids/attention_mask [num_captions,T]`, `image_index
+      [num_captions]` int32. images: `image_feat [num_images,R,D]`, `image_loc`, `image_mask`.
+  """
+  num_images = len(split) if num_images is None else min(num_images, len(split))
+  captions, images, image_index = [], [], []
+  for r in range(num_images):
+    record = split.records[r]
+    images.append(_image(record, num_visual_tokens))
+    for caption in record["captions"]:
+      captions.append(tokenizer.encode(text(caption), max_text_len))
+      image_index.append(r)
+  caption_arrays = _stack(captions)
+  caption_arrays["image_index"] = np.asarray(image_index, np.int32)
+  return caption_arrays, _stack(images)
+
+
+_TASKS = {"vqa": "vqa", "refer": "refer", "vcr_q_a": "vcr", "vcr_qa_r": "vcr",
+          "retrieval": "captions"}
+
+
+def task_loader(split: SplitData, task: str, tokenizer: Tokenizer, *, batch_size: int,
+                seed: int, max_text_len: Optional[int] = None, num_visual_tokens: int = 101,
+                **loader_kwargs) -> grain.DataLoader:
+  """A loader of one downstream task: "vqa", "refer", "vcr_q_a", "vcr_qa_r" or "retrieval".
+
+  `max_text_len` defaults to the SPEC's length of the task (23, 20, 60, 60, 30);
+  `loader_kwargs` go to `pipeline.make_loader` (shuffle, num_epochs, shard, worker_count).
+  """
+  if task not in _TASKS:
+    raise ValueError(f"unknown task {task!r}; choose one of {', '.join(_TASKS)}")
+  lengths = {"vqa": 23, "refer": 20, "vcr_q_a": 60, "vcr_qa_r": 60, "retrieval": 30}
+  kw = {"max_text_len": max_text_len or lengths[task], "num_visual_tokens": num_visual_tokens}
+  if task == "vqa":
+    transform = VqaTransform(tokenizer, tuple(split.metadata["answer_vocab"]), **kw)
+  elif task == "refer":
+    transform = ReferTransform(tokenizer, **kw)
+  elif task.startswith("vcr"):
+    transform = VcrTransform(tokenizer, task[len("vcr_"):], **kw)
+  else:
+    transform = RetrievalTrainTransform(split, tokenizer, **kw)
+  return make_loader(split, _TASKS[task], transform, batch_size=batch_size, seed=seed,
+                     **loader_kwargs)

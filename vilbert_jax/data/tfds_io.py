@@ -1,0 +1,138 @@
+"""Builds TFDS builders into array_record files without TensorFlow, and opens them.
+
+TFDS's own `download_and_prepare` needs TensorFlow once a split exceeds 1 GB (its shuffle
+buffer spills through `tf.io.gfile`), and the `tfds build` CLI imports TensorFlow. `build`
+streams each split of a `GeneratorBasedBuilder` into sharded array_record files in generation
+order, writes the usual `dataset_info.json`/`features.json` plus per-record item counts in
+`metadata.json`, and moves the finished folder into place only at the end: an interrupted or
+failed build never looks complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import uuid
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow_datasets as tfds
+from array_record.python import array_record_module
+from etils import epath
+from tensorflow_datasets.core import example_serializer, naming
+from tensorflow_datasets.core import splits as splits_lib
+
+from vilbert_jax.data import records
+
+_SHARD_BYTES = 1 << 30  # start a new shard after ~1 GiB
+
+
+def is_built(builder: tfds.core.DatasetBuilder) -> bool:
+  return (epath.Path(builder.data_dir) / "dataset_info.json").exists()
+
+
+def build(builder: tfds.core.GeneratorBasedBuilder, manual_dir: Optional[str] = None) -> str:
+  """Writes every split of `builder` under its `data_dir`; returns that folder.
+
+  Returns at once if the dataset is already built. Errors from the builder (e.g. a bad feature
+  row) abort the build and remove the partial output.
+  """
+  final = epath.Path(builder.data_dir)
+  if is_built(builder):
+    return os.fspath(final)
+  tmp = final.parent / f"incomplete.{uuid.uuid4().hex}.{final.name}"
+  tmp.mkdir(parents=True)
+  try:
+    dl_manager = tfds.download.DownloadManager(
+        download_dir=os.path.join(os.fspath(final.parent), "downloads"), manual_dir=manual_dir,
+        dataset_name=builder.name)
+    info = builder.info
+    serializer = example_serializer.ExampleSerializer(info.features.get_serialized_info())
+    split_infos, counts = [], {}
+    for split, generator in builder._split_generators(dl_manager).items():  # pylint: disable=protected-access
+      template = naming.ShardedFileTemplate(data_dir=tmp, dataset_name=builder.name, split=split,
+                                            filetype_suffix="array_record")
+      shard_paths, shard_lengths, num_bytes, split_counts = _write_split(
+          generator, info.features, serializer, template)
+      for i, path in enumerate(shard_paths):  # Name shards "-0000i-of-0000n" as TFDS expects.
+        os.rename(path, template.sharded_filepath(shard_index=i, num_shards=len(shard_paths)))
+      split_infos.append(splits_lib.SplitInfo(name=split, shard_lengths=shard_lengths,
+                                              num_bytes=num_bytes, filename_template=template))
+      counts[split] = split_counts
+    info.set_splits(splits_lib.SplitDict(split_infos))
+    info.set_file_format("array_record", override=True)
+    if info.metadata is not None:
+      info.metadata["item_counts"] = counts
+    info.write_to_directory(tmp)
+    tmp.rename(final)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return os.fspath(final)
+
+
+def _write_split(generator, features, serializer, template):
+  """Streams (key, example) pairs into shards; returns paths, lengths, bytes and item counts."""
+  paths, lengths, total = [], [], 0
+  counts: Dict[str, list] = {}
+  writer, shard_bytes = None, 0
+  for _, example in generator:
+    if writer is None:
+      paths.append(os.fspath(template.data_dir / f"{template.split}.part{len(paths)}"))
+      writer = array_record_module.ArrayRecordWriter(paths[-1], "group_size:1")
+      lengths.append(0)
+    data = serializer.serialize_example(features.encode_example(example))
+    writer.write(data)
+    lengths[-1] += 1
+    shard_bytes += len(data)
+    total += len(data)
+    for task, n in records.item_counts(example).items():
+      counts.setdefault(task, []).append(n)
+    if shard_bytes >= _SHARD_BYTES:
+      writer.close()
+      writer, shard_bytes = None, 0
+  if writer is not None:
+    writer.close()
+  return paths, lengths, total, counts
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitData:
+  """One built split: random-access records plus what pipelines need to address items.
+
+  Attributes:
+    records: `records[i]` -> dict of numpy arrays / bytes for record i.
+    item_counts: task -> [num_records] int64 number of items of that task per record.
+    metadata: the dataset's metadata dict (e.g. `answer_vocab` for VQA).
+    name: "<dataset>/<config>:<split>" for messages.
+  """
+  records: object
+  item_counts: Dict[str, np.ndarray]
+  metadata: Dict
+  name: str
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+
+def dataset_dir(name: str, data_dir: str) -> str:
+  """Folder of the newest built version of `name` ("dataset" or "dataset/config")."""
+  base = epath.Path(data_dir) / name
+  versions = sorted((p for p in base.iterdir() if (p / "dataset_info.json").exists()),
+                    key=lambda p: tfds.core.Version(p.name)) if base.exists() else []
+  if not versions:
+    raise FileNotFoundError(f"no built dataset {name} under {data_dir} (build it first; see "
+                            "vilbert_jax/data/README.md)")
+  return os.fspath(versions[-1])
+
+
+def open_split(name: str, data_dir: str, split: str) -> SplitData:
+  """Opens a built split for random access (no TensorFlow)."""
+  builder = tfds.builder_from_directory(dataset_dir(name, data_dir))
+  if split not in builder.info.splits:
+    raise KeyError(f"{name} under {data_dir} has no split {split!r}; it has "
+                   f"{sorted(builder.info.splits)}")
+  metadata = dict(builder.info.metadata or {})
+  counts = {task: np.asarray(c, np.int64)
+            for task, c in metadata.get("item_counts", {}).get(split, {}).items()}
+  return SplitData(builder.as_data_source(split=split), counts, metadata, f"{name}:{split}")
