@@ -181,7 +181,7 @@ class ViLBERTConfig:
                  v_target_size=self.v_target_size)
       return out
     for f in dataclasses.fields(self):
-      if f.name.startswith(("v_", "bi_")):
+      if f.name.startswith(("v_", "bi_")) or f.name == "t_biattention_id":
         value = getattr(self, f.name)
         out[f.name] = list(value) if isinstance(value, tuple) else value
     out["v_hidden_act"] = "gelu"
