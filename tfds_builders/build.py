@@ -49,10 +49,12 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--config")
   parser.add_argument("--feature_dim", type=int)
   parser.add_argument("--float16", action="store_true", default=None)
+  parser.add_argument("--cls_prob_width", type=int, help="conceptual captions: classes + 1")
   parser.add_argument("--skip_bad_rows", action="store_true")
   args = parser.parse_args(argv)
   builder = make_builder(args.name, args.data_dir, args.config, args.skip_bad_rows,
-                         feature_dim=args.feature_dim, float16=args.float16)
+                         feature_dim=args.feature_dim, float16=args.float16,
+                         cls_prob_width=args.cls_prob_width)
   path = tfds_io.build(builder, args.manual_dir)
   info = builder.info
   print(f"built {path}")

@@ -85,15 +85,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "test": self._generate_examples("test", c.num_test)}
 
   def _generate_examples(self, split: str, num: int):
-    generator = synthetic.SceneGenerator(self.builder_config.scene_config())
+    c = self.builder_config
+    generator = synthetic.SceneGenerator(c.scene_config())
     if split == "train":
       means = np.stack([generator.scene(split, i)[0].features.mean(0) for i in range(num)])
-      neighbours = hard_negatives.nearest_images(
-          means, self.builder_config.num_hard_negatives)
+      neighbours = hard_negatives.nearest_images(means, c.num_hard_negatives)
     for i in range(num):
       image, annotations = generator.scene(split, i)
-      example = {**records.image_example(image, self.builder_config, with_cls_prob=True),
-                 **annotations}
+      example = {**records.image_example(image, c, c.num_classes + 1), **annotations}
       example["hard_negatives"] = (neighbours[i] if split == "train"
                                    else np.zeros(0, np.int32))
       yield i, example

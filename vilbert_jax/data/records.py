@@ -58,15 +58,22 @@ def image_feature_spec(config: RegionBuilderConfig, num_classes: Optional[int]) 
 
 
 def image_example(record: RegionFeatures, config: RegionBuilderConfig,
-                  with_cls_prob: bool) -> Dict:
-  """The image part of a record, in the dtypes of `image_feature_spec`."""
+                  cls_prob_width: Optional[int] = None) -> Dict:
+  """The image part of a record, in the dtypes of `image_feature_spec`.
+
+  Args:
+    cls_prob_width: the class-distribution width to store, or None to store none.
+  """
   dtype = np.float16 if config.float16 else np.float32
   out = {"image_id": record.image_id, "image_w": record.image_w, "image_h": record.image_h,
          "features": record.features.astype(dtype), "boxes": record.boxes.astype(np.float32)}
-  if with_cls_prob:
+  if cls_prob_width is not None:
     if record.cls_prob is None:
       raise FeatureStoreError(f"image_id {record.image_id}: the store has no cls_prob, which "
                               "this dataset needs (masked-region targets)")
+    if record.cls_prob.shape[1] != cls_prob_width:
+      raise FeatureStoreError(f"image_id {record.image_id}: cls_prob has {record.cls_prob.shape[1]}"
+                              f" classes, the dataset config expects {cls_prob_width}")
     out["cls_prob"] = record.cls_prob.astype(dtype)
   return out
 

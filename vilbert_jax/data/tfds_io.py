@@ -45,6 +45,7 @@ def build(builder: tfds.core.GeneratorBasedBuilder, manual_dir: Optional[str] = 
   try:
     dl_manager = tfds.download.DownloadManager(
         download_dir=os.path.join(os.fspath(final.parent), "downloads"), manual_dir=manual_dir,
+        manual_dir_instructions=getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None),
         dataset_name=builder.name)
     info = builder.info
     serializer = example_serializer.ExampleSerializer(info.features.get_serialized_info())

@@ -1,0 +1,3 @@
+"""Conceptual Captions pretraining pairs over region features."""
+from tfds_builders.vilbert_conceptual_captions.vilbert_conceptual_captions_dataset_builder import (
+    Builder)

@@ -1,0 +1,56 @@
+"""What the TFDS builders over region-feature stores share: options, skips, input lookup."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import tensorflow_datasets as tfds
+
+from vilbert_jax.data import records
+from vilbert_jax.data.features import FeatureStore, open_feature_store
+
+
+class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
+  """Base of builders that join annotations with a feature store (abstract: not registered).
+
+  Args (besides TFDS's): skip_bad_rows: skip images whose features are missing or bad
+  instead of stopping; skipped rows are listed in the dataset metadata (`skipped_rows`).
+  """
+
+  def __init__(self, *, skip_bad_rows: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.skips = records.SkipLog(allowed=skip_bad_rows)
+    self._stores = {}
+
+  def _metadata(self) -> tfds.core.MetadataDict:
+    return tfds.core.MetadataDict()
+
+  def _start(self, dl_manager) -> str:
+    """Checks the manual dir and records the skip list in the metadata; returns the dir."""
+    manual_dir = dl_manager.manual_dir
+    if manual_dir is None or not os.path.isdir(manual_dir):
+      raise FileNotFoundError(
+          f"{self.name} needs --manual_dir with its source files:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+    # The same list object fills up during generation; metadata is written after it.
+    self.info.metadata["skipped_rows"] = self.skips.skipped
+    return os.fspath(manual_dir)
+
+  def open_store(self, manual_dir: str, stem: str) -> FeatureStore:
+    """The feature store `manual_dir/stem(.tsv|.lmdb|/)`, opened once per build."""
+    if stem not in self._stores:
+      self._stores[stem] = open_feature_store(find_input(manual_dir, stem, (".tsv", ".lmdb", "")),
+                                              self.builder_config.feature_dim)
+    return self._stores[stem]
+
+
+def find_input(manual_dir: str, stem: str, suffixes=("",), required: bool = True
+               ) -> Optional[str]:
+  """`manual_dir/stem + suffix` for the first suffix that exists; else error or None."""
+  for suffix in suffixes:
+    path = os.path.join(manual_dir, stem + suffix)
+    if os.path.exists(path):
+      return path
+  if required:
+    names = " or ".join(stem + s for s in suffixes)
+    raise FileNotFoundError(f"{manual_dir} lacks {names}")
+  return None
