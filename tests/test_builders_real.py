@@ -3,7 +3,6 @@ import json
 import os
 import pickle
 
-import lmdb
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -52,7 +51,7 @@ def test_conceptual_captions_json_and_tsv(tmp_path):
   np.testing.assert_array_equal(first["cls_prob"], feats["12"].cls_prob)
   assert source["validation"][0]["captions"] == [b"A red bus", b"a bus on a road"]
   split = tfds_io.open_split(name, data_dir, "validation")
-  assert split.item_counts["captions"].tolist() == [2]
+  assert split.items["captions"].counts.tolist() == [2]
 
 
 def test_missing_image_stops_build_and_leaves_nothing_unless_skipping(tmp_path):

@@ -22,7 +22,7 @@ def test_reads_back_with_tfds_data_source(synthetic_split):  # noqa: F811
       record["vqa_question"])
   assert record["hard_negatives"].shape == (100,) and 5 not in record["hard_negatives"]
   split = tfds_io.open_split(name, data_dir, "train")
-  assert split.item_counts["captions"].sum() == 600 and len(split.item_counts["vqa"]) == 120
+  assert split.items["captions"].total == 600 and len(split.items["vqa"].counts) == 120
   image, annotations = synthetic.SceneGenerator(synthetic.SceneConfig(
       feature_dim=16)).scene("train", 5)
   np.testing.assert_array_equal(record["features"], image.features)

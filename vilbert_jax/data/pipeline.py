@@ -24,35 +24,9 @@ import grain.python as grain
 import numpy as np
 
 from vilbert_jax.data import masking as masking_lib
-from vilbert_jax.data import records, regions
+from vilbert_jax.data import regions
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
-
-
-class ItemIndex:
-  """Maps a flat item index to (record index, item within record) for one task."""
-
-  def __init__(self, counts: np.ndarray, name: str):
-    if counts.size == 0 or counts.sum() == 0:
-      raise ValueError(f"{name} has no items of this task")
-    self.counts = counts
-    self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    self.total = int(counts.sum())
-
-  def locate(self, index: int) -> Tuple[int, int]:
-    record = int(np.searchsorted(self.starts, index, side="right") - 1)
-    return record, int(index - self.starts[record])
-
-  def other_record_item(self, rng: np.random.Generator, record: int) -> int:
-    """A uniformly drawn flat item index of any record except `record`."""
-    j = int(rng.integers(self.total - self.counts[record]))
-    return j + int(self.counts[record]) if j >= self.starts[record] else j
-
-
-def item_index(split: SplitData, task: str) -> ItemIndex:
-  if task not in split.item_counts:
-    raise KeyError(f"{split.name} has no {task!r} items (it has {sorted(split.item_counts)})")
-  return ItemIndex(split.item_counts[task], f"{split.name} ({task})")
 
 
 class ItemSource(grain.RandomAccessDataSource):
@@ -61,7 +35,7 @@ class ItemSource(grain.RandomAccessDataSource):
   def __init__(self, split: SplitData, task: str):
     self.split = split
     self.task = task
-    self.index = item_index(split, task)
+    self.index = split.task_items(task)
 
   def __repr__(self) -> str:  # grain compares it when restoring an iterator state
     return f"ItemSource({self.split.name}, {self.task}, {self.index.total} items)"
@@ -120,7 +94,7 @@ class PretrainingTransform(grain.RandomMapTransform):
   def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     record_index, item, record = element
     rngs = split_rng(rng, 3)
-    items = item_index(self.split, "captions")
+    items = self.split.task_items("captions")
     caption = text(record["captions"][item])
     alignment = int(rngs[0].random() < self.masking.negative_prob)
     if alignment:

@@ -9,7 +9,7 @@ without reading records.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -100,5 +100,3 @@ def item_counts(example: Dict) -> Dict[str, int]:
   """Number of items of each task in one example (only tasks whose field exists)."""
   return {task: len(example[field]) for task, field in ITEM_FIELDS.items() if field in example}
 
-
-CountFn = Callable[[Dict], Dict[str, int]]

@@ -15,8 +15,7 @@ import grain.python as grain
 import numpy as np
 
 from vilbert_jax.data import regions, vqa_answers
-from vilbert_jax.data.pipeline import (image_regions, item_index, make_loader, split_rng, text,
-                                       visual)
+from vilbert_jax.data.pipeline import image_regions, make_loader, split_rng, text, visual
 from vilbert_jax.data.records import NUM_ANSWERS, NUM_OPTIONS
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
@@ -129,7 +128,7 @@ class RetrievalTrainTransform(grain.RandomMapTransform):
 
   def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     record_index, item, record = element
-    items = item_index(self.split, "captions")
+    items = self.split.task_items("captions")
     rng_caption, rng_image, rng_hard = split_rng(rng, 3)
     records = self.split.records
 

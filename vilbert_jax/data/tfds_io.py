@@ -13,7 +13,7 @@ import dataclasses
 import os
 import shutil
 import uuid
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -97,23 +97,48 @@ def _write_split(generator, features, serializer, template):
   return paths, lengths, total, counts
 
 
+class ItemIndex:
+  """Maps a flat item index of one task to (record index, item within the record)."""
+
+  def __init__(self, counts: np.ndarray, name: str):
+    if counts.size == 0 or counts.sum() == 0:
+      raise ValueError(f"{name} has no items of this task")
+    self.counts = counts
+    self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    self.total = int(counts.sum())
+
+  def locate(self, index: int) -> Tuple[int, int]:
+    record = int(np.searchsorted(self.starts, index, side="right") - 1)
+    return record, int(index - self.starts[record])
+
+  def other_record_item(self, rng: np.random.Generator, record: int) -> int:
+    """A uniformly drawn flat item index of any record except `record`."""
+    j = int(rng.integers(self.total - self.counts[record]))
+    return j + int(self.counts[record]) if j >= self.starts[record] else j
+
+
 @dataclasses.dataclass(frozen=True)
 class SplitData:
-  """One built split: random-access records plus what pipelines need to address items.
+  """One built split: random-access records plus the item index of each task.
 
   Attributes:
     records: `records[i]` -> dict of numpy arrays / bytes for record i.
-    item_counts: task -> [num_records] int64 number of items of that task per record.
+    items: task -> its `ItemIndex` (from the per-record item counts saved by `build`).
     metadata: the dataset's metadata dict (e.g. `answer_vocab` for VQA).
     name: "<dataset>/<config>:<split>" for messages.
   """
   records: object
-  item_counts: Dict[str, np.ndarray]
+  items: Dict[str, ItemIndex]
   metadata: Dict
   name: str
 
   def __len__(self) -> int:
     return len(self.records)
+
+  def task_items(self, task: str) -> ItemIndex:
+    if task not in self.items:
+      raise KeyError(f"{self.name} has no {task!r} items (it has {sorted(self.items)})")
+    return self.items[task]
 
 
 def dataset_dir(name: str, data_dir: str) -> str:
@@ -134,6 +159,7 @@ def open_split(name: str, data_dir: str, split: str) -> SplitData:
     raise KeyError(f"{name} under {data_dir} has no split {split!r}; it has "
                    f"{sorted(builder.info.splits)}")
   metadata = dict(builder.info.metadata or {})
-  counts = {task: np.asarray(c, np.int64)
-            for task, c in metadata.get("item_counts", {}).get(split, {}).items()}
-  return SplitData(builder.as_data_source(split=split), counts, metadata, f"{name}:{split}")
+  label = f"{name}:{split}"
+  items = {task: ItemIndex(np.asarray(c, np.int64), f"{label} ({task})")
+           for task, c in metadata.get("item_counts", {}).get(split, {}).items() if sum(c)}
+  return SplitData(builder.as_data_source(split=split), items, metadata, label)
