@@ -66,3 +66,12 @@ def test_captions_mention_scene_objects_and_features_predict_classes():
   pred = ((feats[half:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
   # cls_prob is a noisy detector output: compare against its argmax where it is confident.
   assert (pred == labels[half:]).mean() > 0.9
+
+
+def test_captions_side_file_matches_records(synthetic_split):  # noqa: F811
+  name, data_dir = synthetic_split
+  split = tfds_io.open_split(name, data_dir, "validation")
+  assert split.caption_records is not None
+  for r in (0, 7, 29):
+    captions = [c.decode() for c in split.records[r]["captions"]]
+    assert [split.caption(r, k) for k in range(5)] == captions

@@ -56,19 +56,14 @@ def mask_tokens(rng: np.random.Generator, input_ids: np.ndarray, special_ids: Co
   return masked.astype(np.int32), labels
 
 
-def mask_regions(rng: np.random.Generator, features: np.ndarray,
+def mask_regions(rng: np.random.Generator, num_regions: int,
                  config: MaskingConfig = MaskingConfig()) -> Tuple[np.ndarray, np.ndarray]:
   """Region masking of one image's real regions (no IMG token, no padding).
 
-  Args:
-    features: [N, D] float32.
-
   Returns:
-    features [N, D] with most selected rows zeroed, and labels [N] int32 (1 selected, else -1).
+    zero_rows [num_regions] bool: regions whose feature is to be zeroed (selected, 90%);
+    labels [num_regions] int32: 1 for selected regions, -1 otherwise.
   """
-  n = features.shape[0]
-  selected = rng.random(n) < config.region_prob
-  zeroed = selected & (rng.random(n) < config.region_zero_frac)
-  out = features.copy()
-  out[zeroed] = 0.0
-  return out, np.where(selected, 1, -1).astype(np.int32)
+  selected = rng.random(num_regions) < config.region_prob
+  zero_rows = selected & (rng.random(num_regions) < config.region_zero_frac)
+  return zero_rows, np.where(selected, 1, -1).astype(np.int32)

@@ -53,25 +53,28 @@ def text(value) -> str:
 
 
 def image_regions(record: Dict, max_regions: int, select: bool) -> Dict[str, np.ndarray]:
-  """The regions of a stored record as float32, at most `max_regions` of them.
+  """The regions of a stored record (float32 views where possible), at most `max_regions`.
 
   With `select` and a stored class distribution, boxes are chosen by confidence as the paper
-  does (`regions.select_boxes`); otherwise the stored order is kept.
+  does (`regions.select_boxes`); otherwise the first ones are kept. Stored order is kept.
   """
   cls_prob = record.get("cls_prob")
   cls_prob = None if cls_prob is None else np.asarray(cls_prob, np.float32)
   n = len(record["boxes"])
   keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions) if select
           else np.arange(min(n, max_regions)))
+  if len(keep) == 0 or keep[-1] == len(keep) - 1:  # a prefix: slice, do not copy
+    keep = slice(0, len(keep))
   return {"features": np.asarray(record["features"], np.float32)[keep],
           "boxes": np.asarray(record["boxes"], np.float32)[keep],
           "cls_prob": None if cls_prob is None else cls_prob[keep],
           "image_w": float(record["image_w"]), "image_h": float(record["image_h"])}
 
 
-def visual(image: Dict[str, np.ndarray], num_visual_tokens: int) -> Dict[str, np.ndarray]:
+def visual(image: Dict[str, np.ndarray], num_visual_tokens: int,
+           zero_rows: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
   return regions.visual_inputs(image["features"], image["boxes"], image["image_w"],
-                               image["image_h"], num_visual_tokens)
+                               image["image_h"], num_visual_tokens, zero_rows)
 
 
 def split_rng(rng: np.random.Generator, parts: int):
@@ -98,8 +101,8 @@ class PretrainingTransform(grain.RandomMapTransform):
     caption = text(record["captions"][item])
     alignment = int(rngs[0].random() < self.masking.negative_prob)
     if alignment:
-      other, other_item = items.locate(items.other_record_item(rngs[0], record_index))
-      caption = text(self.split.records[other]["captions"][other_item])
+      caption = self.split.caption(*items.locate(items.other_record_item(rngs[0],
+                                                                         record_index)))
     tok = self.tokenizer
     out = tok.encode(caption, self.max_text_len)
     out["input_ids"], out["masked_lm_labels"] = masking_lib.mask_tokens(
@@ -108,9 +111,9 @@ class PretrainingTransform(grain.RandomMapTransform):
     if image["cls_prob"] is None:
       raise ValueError(f"{self.split.name} record {record_index} has no cls_prob; pretraining "
                        "needs the detector class distribution")
-    image["features"], region_labels = masking_lib.mask_regions(
-        rngs[2], image["features"], self.masking)
-    out.update(visual(image, self.num_visual_tokens))
+    zero_rows, region_labels = masking_lib.mask_regions(rngs[2], len(image["boxes"]),
+                                                         self.masking)
+    out.update(visual(image, self.num_visual_tokens, zero_rows))
     out["image_label"] = regions.pad_rows(region_labels, self.num_visual_tokens - 1, -1)
     out["image_target"] = regions.pad_rows(image["cls_prob"], self.num_visual_tokens - 1)
     out["alignment_label"] = np.int32(alignment)
@@ -123,7 +126,8 @@ class PretrainingTransform(grain.RandomMapTransform):
 def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
                 batch_size: int, seed: int, shuffle: bool = True,
                 num_epochs: Optional[int] = None, shard: Optional[Tuple[int, int]] = None,
-                worker_count: int = 0, drop_remainder: bool = True) -> grain.DataLoader:
+                worker_count: int = 0, read_threads: int = 8,
+                drop_remainder: bool = True) -> grain.DataLoader:
   """A grain loader over the `task` items of `split`.
 
   Args:
@@ -133,6 +137,7 @@ def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
     shard: (index, count) of this process; None shards by JAX process.
     worker_count: grain worker processes (0 = in this process). Workers need absl flags
       parsed, i.e. a program run under `absl.app.run`.
+    read_threads: threads reading and transforming records in each process.
   """
   shard_options = (grain.ShardByJaxProcess(drop_remainder=True) if shard is None
                    else grain.ShardOptions(shard[0], shard[1], drop_remainder=True))
@@ -141,7 +146,9 @@ def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
                                shuffle=shuffle, num_epochs=num_epochs, seed=seed)
   return grain.DataLoader(
       data_source=source, sampler=sampler, worker_count=worker_count,
-      operations=[transform, grain.Batch(batch_size, drop_remainder=drop_remainder)])
+      operations=[transform, grain.Batch(batch_size, drop_remainder=drop_remainder)],
+      read_options=grain.ReadOptions(num_threads=read_threads,
+                                     prefetch_buffer_size=4 * batch_size))
 
 
 def pretraining_loader(split: SplitData, tokenizer: Tokenizer, *, batch_size: int, seed: int,

@@ -1,7 +1,7 @@
 """Region-level preprocessing of the paper: box selection, 5-d locations, IMG token, padding."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -12,17 +12,17 @@ def select_boxes(cls_prob: Optional[np.ndarray], num_boxes: int, *, conf_thresh:
                  min_boxes: int = 10, max_boxes: int = 36) -> np.ndarray:
   """Indices of the boxes to keep, as the bottom-up-attention extractor chooses them.
 
-  A box's confidence is its highest non-background class probability. Boxes at or above
-  `conf_thresh` are kept, most confident first, but never fewer than `min_boxes` nor more than
-  `max_boxes` (both capped by the boxes available). Without class probabilities the first
-  `max_boxes` boxes are kept in stored order.
+  A box's confidence is its highest non-background class probability. The boxes at or above
+  `conf_thresh` are kept, but never fewer than `min_boxes` nor more than `max_boxes` (both
+  capped by the boxes available), the most confident first in line. Kept boxes stay in stored
+  order. Without class probabilities the first `max_boxes` boxes are kept.
 
   Args:
     cls_prob: [N, C] class distribution with background at column 0, or None.
     num_boxes: N.
 
   Returns:
-    [K] int64 indices into the N boxes.
+    [K] int64 increasing indices into the N boxes.
   """
   if cls_prob is None:
     return np.arange(min(num_boxes, max_boxes))
@@ -30,7 +30,7 @@ def select_boxes(cls_prob: Optional[np.ndarray], num_boxes: int, *, conf_thresh:
   order = np.argsort(-confidence, kind="stable")
   keep = int((confidence >= conf_thresh).sum())
   keep = min(max(keep, min_boxes), max_boxes, num_boxes)
-  return order[:keep]
+  return np.sort(order[:keep])
 
 
 def box_locations(boxes: np.ndarray, image_w: float, image_h: float) -> np.ndarray:
@@ -45,19 +45,33 @@ def box_locations(boxes: np.ndarray, image_w: float, image_h: float) -> np.ndarr
   return loc
 
 
-def add_img_token(features: np.ndarray, locations: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-  """Prepends the IMG token: mean of the given region features, location [0,0,1,1,1].
+def visual_inputs(features: np.ndarray, boxes: np.ndarray, image_w: float, image_h: float,
+                  num_visual_tokens: int, zero_rows: Optional[np.ndarray] = None) -> dict:
+  """IMG token + regions padded to `num_visual_tokens` (IMG included), as model inputs.
+
+  Regions beyond `num_visual_tokens - 1` are dropped (select them first with `select_boxes`).
+  The IMG token's feature is the mean of the real regions after zeroing `zero_rows` (region
+  masking), its location [0,0,1,1,1]; padding has zero features and locations and mask 0.
 
   Args:
-    features: [N, D] float32 features of the real regions (after any masking).
-    locations: [N, 5] float32.
+    features: [N, D] region features; boxes: [N, 4] pixels.
+    zero_rows: optional [N] bool, regions whose feature is zeroed.
 
   Returns:
-    features [N+1, D] and locations [N+1, 5].
+    dict with `image_feat [R, D]` float32, `image_loc [R, 5]` float32, `image_mask [R]` int32.
   """
-  mean = features.mean(axis=0, keepdims=True, dtype=np.float32)
-  return (np.concatenate([mean, features]).astype(np.float32),
-          np.concatenate([IMG_LOCATION[None], locations]).astype(np.float32))
+  n = min(features.shape[0], num_visual_tokens - 1)
+  feat = np.zeros((num_visual_tokens, features.shape[1]), np.float32)
+  feat[1:n + 1] = features[:n]
+  if zero_rows is not None:
+    feat[1:n + 1][zero_rows[:n]] = 0.0
+  feat[0] = feat[1:n + 1].mean(axis=0)
+  loc = np.zeros((num_visual_tokens, 5), np.float32)
+  loc[0] = IMG_LOCATION
+  loc[1:n + 1] = box_locations(boxes[:n], image_w, image_h)
+  mask = np.zeros(num_visual_tokens, np.int32)
+  mask[:n + 1] = 1
+  return {"image_feat": feat, "image_loc": loc, "image_mask": mask}
 
 
 def pad_rows(array: np.ndarray, length: int, value=0) -> np.ndarray:
@@ -66,23 +80,6 @@ def pad_rows(array: np.ndarray, length: int, value=0) -> np.ndarray:
   n = min(length, array.shape[0])
   out[:n] = array[:n]
   return out
-
-
-def visual_inputs(features: np.ndarray, boxes: np.ndarray, image_w: float, image_h: float,
-                  num_visual_tokens: int) -> dict:
-  """IMG token + regions padded to `num_visual_tokens` (IMG included), as model inputs.
-
-  Regions beyond `num_visual_tokens - 1` are dropped (select them first with `select_boxes`).
-
-  Returns:
-    dict with `image_feat [R, D]` float32, `image_loc [R, 5]` float32, `image_mask [R]` int32.
-  """
-  n = min(features.shape[0], num_visual_tokens - 1)
-  feat, loc = add_img_token(features[:n], box_locations(boxes[:n], image_w, image_h))
-  mask = np.zeros(num_visual_tokens, np.int32)
-  mask[:n + 1] = 1
-  return {"image_feat": pad_rows(feat, num_visual_tokens),
-          "image_loc": pad_rows(loc, num_visual_tokens), "image_mask": mask}
 
 
 def box_iou(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -133,8 +133,7 @@ class RetrievalTrainTransform(grain.RandomMapTransform):
     records = self.split.records
 
     def caption_of(flat: int) -> str:
-      r, k = items.locate(flat)
-      return text(records[r]["captions"][k])
+      return self.split.caption(*items.locate(flat))
 
     random_image = records[items.locate(items.other_record_item(rng_image, record_index))[0]]
     hard = np.asarray(record.get("hard_negatives", ()))
