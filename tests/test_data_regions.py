@@ -42,12 +42,6 @@ def test_visual_inputs_img_token_and_padding():
   np.testing.assert_array_equal(feats[1], [4, 5, 6, 7])  # the input is not modified
 
 
-def test_box_iou():
-  iou = regions.box_iou(np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]]),
-                        np.array([0, 0, 10, 10]))
-  np.testing.assert_allclose(iou, [1.0, 1 / 3, 0.0], rtol=1e-6)
-
-
 def test_nearest_images_excludes_self_and_orders_by_distance():
   x = np.array([[0.0], [1.0], [3.0], [10.0]], np.float32)
   np.testing.assert_array_equal(hard_negatives.nearest_images(x, k=2, chunk=3),

@@ -19,7 +19,8 @@ import dataclasses
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data import hard_negatives, records, synthetic, vqa_answers
+from vilbert_jax.data import hard_negatives, records, synthetic
+from vilbert_jax.metrics import vqa as vqa_metrics
 
 
 @dataclasses.dataclass(eq=False)
@@ -77,7 +78,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     self.info.metadata["answer_vocab"] = list(dict.fromkeys(
-        vqa_answers.normalize_answer(a) for a in synthetic.answer_vocabulary()))
+        vqa_metrics.normalize_answer(a) for a in synthetic.answer_vocabulary()))
     self.info.metadata["num_classes"] = self.builder_config.num_classes + 1
     c = self.builder_config
     return {"train": self._generate_examples("train", c.num_train),

@@ -12,9 +12,9 @@ Build: python -m tfds_builders.build vilbert_vqa2 --manual_dir DIR --data_dir D
 
 Splits as the original code: `trainval` = train2014 + val2014 except `minval`; `minval` = the
 val2014 images of the last 3000 val questions (whole images, so slightly more questions);
-`test_dev` without answers. The answer vocabulary (metadata `answer_vocab`, 3129 answers on
-the real data) holds the normalised majority answers (`multiple_choice_answer`) of at least 9
-train+val questions; pipelines turn the stored normalised answers into soft scores.
+`test_dev` without answers. Answers are stored normalised (`vilbert_jax.metrics.vqa`); the
+answer vocabulary (metadata `answer_vocab`, 3129 answers on the real data) holds the majority
+answers of at least 9 train+val questions; pipelines turn answers into soft scores.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from typing import Dict, List
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data import records, vqa_answers
+from vilbert_jax.data import records
+from vilbert_jax.metrics import vqa as vqa_metrics
 from vilbert_jax.data.builder_base import RegionDatasetBuilder, find_input
 
 _QUESTIONS = "v2_OpenEnded_mscoco_{}_questions.json"
@@ -36,7 +37,7 @@ _ANNOTATIONS = "v2_mscoco_{}_annotations.json"
 @dataclasses.dataclass(eq=False)
 class VqaConfig(records.RegionBuilderConfig):
   """Attributes: minval_questions: val questions held out as `minval`;
-  min_answer_count: majority-answer count for the answer vocabulary."""
+  min_answer_count: questions an answer must be the majority answer of to enter the vocab."""
   minval_questions: int = 3000
   min_answer_count: int = 9
 
@@ -55,7 +56,7 @@ def _by_image(questions: List[Dict], answers: Dict[int, Dict]) -> Dict[int, List
   for q in questions:
     q = dict(q)
     ann = answers.get(q["question_id"])
-    q["answers"] = ([vqa_answers.normalize_answer(a["answer"]) for a in ann["answers"]]
+    q["answers"] = ([vqa_metrics.normalize_answer(a["answer"]) for a in ann["answers"]]
                     if ann else [])
     if ann and len(q["answers"]) != records.NUM_ANSWERS:
       raise ValueError(f"question {q['question_id']} has {len(q['answers'])} answers, "
@@ -87,15 +88,15 @@ class Builder(RegionDatasetBuilder):
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)
     c = self.builder_config
-    train, val, majority = {}, {}, []
+    train, val = {}, {}
     for part, grouped in (("train2014", train), ("val2014", val)):
       answers = {a["question_id"]: a for a in _load(
           find_input(manual_dir, _ANNOTATIONS.format(part)), "annotations")}
       grouped.update(_by_image(_load(find_input(manual_dir, _QUESTIONS.format(part)),
                                      "questions"), answers))
-      majority += [a["multiple_choice_answer"] for a in answers.values()]
-    self.info.metadata["answer_vocab"] = vqa_answers.answer_vocabulary(
-        majority, c.min_answer_count)
+    self.info.metadata["answer_vocab"] = vqa_metrics.build_answer_vocab(
+        [q["answers"] for grouped in (train, val) for qs in grouped.values() for q in qs],
+        c.min_answer_count)
     minval, held = [], 0
     for image_id in reversed(list(val)):
       if held >= c.minval_questions:

@@ -16,12 +16,10 @@ from vilbert_jax.data.tasks import retrieval_eval_data, task_loader
 from vilbert_jax.data.tfds_io import SplitData, open_split
 from vilbert_jax.data.tokenizer import (SentencePieceTokenizer, Tokenizer, WordPieceTokenizer,
                                         load_tokenizer, synthetic_tokenizer)
-from vilbert_jax.data.vqa_answers import vqa_accuracy
 
 __all__ = [
     "FeatureStoreError", "MaskingConfig", "RegionFeatures", "SentencePieceTokenizer",
     "SplitData", "Tokenizer", "UnsafePickleError", "WordPieceTokenizer", "build_dataset",
     "build_synthetic", "load_tokenizer", "make_loader", "open_feature_store", "open_split",
     "pretraining_loader", "retrieval_eval_data", "synthetic_tokenizer", "task_loader",
-    "vqa_accuracy",
 ]

@@ -1,4 +1,6 @@
-"""Region-level preprocessing of the paper: box selection, 5-d locations, IMG token, padding."""
+"""Region-level preprocessing of the paper: box selection, 5-d locations, IMG token, padding.
+
+Box IoU lives with the grounding metrics (`vilbert_jax.metrics.box_iou`)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -80,17 +82,3 @@ def pad_rows(array: np.ndarray, length: int, value=0) -> np.ndarray:
   n = min(length, array.shape[0])
   out[:n] = array[:n]
   return out
-
-
-def box_iou(boxes: np.ndarray, target: np.ndarray) -> np.ndarray:
-  """IoU of each of [N,4] pixel boxes with one [4] target box -> [N] float32."""
-  boxes = np.asarray(boxes, np.float32)
-  target = np.asarray(target, np.float32)
-  ix1 = np.maximum(boxes[:, 0], target[0])
-  iy1 = np.maximum(boxes[:, 1], target[1])
-  ix2 = np.minimum(boxes[:, 2], target[2])
-  iy2 = np.minimum(boxes[:, 3], target[3])
-  inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-  area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  union = area + (target[2] - target[0]) * (target[3] - target[1]) - inter
-  return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0).astype(np.float32)

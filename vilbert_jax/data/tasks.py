@@ -9,19 +9,18 @@ text keys are `[4,T]`; batches add the batch axis in front.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Dict, Optional, Tuple
 
 import grain.python as grain
 import numpy as np
 
-from vilbert_jax.data import regions, vqa_answers
+from vilbert_jax import metrics
 from vilbert_jax.data.pipeline import image_regions, make_loader, split_rng, text, visual
 from vilbert_jax.data.records import NUM_ANSWERS, NUM_OPTIONS
+from vilbert_jax.data.regions import pad_rows
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
-
-IOU_THRESHOLD = 0.5  # RefCOCO+ region targets below this IoU are 0
-
 
 def _image(record: Dict, num_visual_tokens: int) -> Dict[str, np.ndarray]:
   """Visual inputs of a record's regions in stored (proposal) order."""
@@ -43,14 +42,20 @@ class VqaTransform(grain.MapTransform):
   max_text_len: int = 23
   num_visual_tokens: int = 101
 
+  @functools.cached_property
+  def answer_index(self) -> Dict[str, int]:
+    return {a: i for i, a in enumerate(self.answer_vocab)}
+
   def map(self, element) -> Dict[str, np.ndarray]:
     _, item, record = element
     out = self.tokenizer.encode(text(record["vqa_question"][item]), self.max_text_len)
     out.update(_image(record, self.num_visual_tokens))
     answers = [text(a) for a in record["vqa_answers"][item * NUM_ANSWERS:
                                                      (item + 1) * NUM_ANSWERS]]
-    index = {a: i for i, a in enumerate(self.answer_vocab)}
-    out["target"] = vqa_answers.soft_scores(answers, index)
+    out["target"] = np.zeros(len(self.answer_vocab), np.float32)
+    for answer, score in metrics.soft_scores(answers).items():
+      if answer in self.answer_index:
+        out["target"][self.answer_index[answer]] = score
     ids = record.get("vqa_question_id")
     out["question_id"] = np.int64(ids[item] if ids is not None else item)
     return out
@@ -61,8 +66,8 @@ class ReferTransform(grain.MapTransform):
   """Referring expression -> inputs + per-region targets.
 
   Adds `target [R]` float32 (IoU with the ground-truth box, 0 below 0.5, 0 on padding; the IMG
-  slot's box is the whole image), `region_iou [R]` float32 (raw IoU, for accuracy) and
-  `gt_box [4]` pixels.
+  slot's box is the whole image; IoU as `vilbert_jax.metrics.box_iou`, inclusive pixels),
+  `region_iou [R]` float32 (raw IoU, for accuracy) and `gt_box [4]` pixels.
   """
   tokenizer: Tokenizer
   max_text_len: int = 20
@@ -75,9 +80,9 @@ class ReferTransform(grain.MapTransform):
     out.update(visual(image, self.num_visual_tokens))
     gt = np.asarray(record["ref_box"][item], np.float32)
     whole = np.array([[0, 0, image["image_w"], image["image_h"]]], np.float32)
-    iou = regions.box_iou(np.concatenate([whole, image["boxes"]]), gt)
-    out["region_iou"] = regions.pad_rows(iou, self.num_visual_tokens)
-    out["target"] = np.where(out["region_iou"] >= IOU_THRESHOLD, out["region_iou"], 0.0)
+    iou = metrics.box_iou(np.concatenate([whole, image["boxes"]]), gt[None])[:, 0]
+    out["region_iou"] = pad_rows(iou.astype(np.float32), self.num_visual_tokens)
+    out["target"] = metrics.grounding_targets(out["region_iou"])
     out["gt_box"] = gt
     return out
 
