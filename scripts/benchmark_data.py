@@ -3,8 +3,8 @@
   python scripts/benchmark_data.py [--num_images 1000] [--workers 0,1,2] [--batch_size 64]
 
 Writes a bottom-up-attention TSV of random detector output (36 boxes x 2048 floats, 1601-way
-class distributions) with one caption per image, builds `vilbert_conceptual_captions` from it,
-then reads pretraining batches (36 tokens, 37 visual tokens) through the grain pipeline with
+class distributions) with one caption per image, builds `vilbert_conceptual_captions` from it
+with each number of decoding processes, then reads pretraining batches (36 tokens, 37 visual tokens) through the grain pipeline with
 each worker count. Prints examples/s for each stage.
 """
 from __future__ import annotations
@@ -24,6 +24,8 @@ from vilbert_jax.data.features import RegionFeatures, encode_tsv_line  # noqa: E
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 1000, "images in the benchmark TSV")
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "grain worker counts to time")
+_BUILD_WORKERS = flags.DEFINE_list("build_workers", ["0", "2"],
+                                   "decoding process counts to time the build with")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "examples per batch")
 _BATCHES = flags.DEFINE_integer("num_batches", 30, "batches timed per worker count")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "scratch folder (default: a temp dir)")
@@ -67,10 +69,14 @@ def main(argv):
   tsv_mb = os.path.getsize(os.path.join(manual, "features_train.tsv")) / 2**20
   print(f"wrote TSV: {n} images, {tsv_mb:.0f} MiB in {time.perf_counter() - start:.1f} s")
 
-  start = time.perf_counter()
-  name = build.build_dataset("vilbert_conceptual_captions", data_dir, manual)
-  elapsed = time.perf_counter() - start
-  print(f"build from TSV: {n / elapsed:.0f} examples/s ({elapsed:.1f} s, 1 process)")
+  for workers in map(int, _BUILD_WORKERS.value):
+    start = time.perf_counter()
+    name = build.build_dataset("vilbert_conceptual_captions", f"{data_dir}{workers}", manual,
+                               num_workers=workers)
+    elapsed = time.perf_counter() - start
+    print(f"build from TSV, {workers} decoding workers: {n / elapsed:.0f} examples/s "
+          f"({elapsed:.1f} s)")
+  data_dir = f"{data_dir}{workers}"
 
   split = tfds_io.open_split(name, data_dir, "train")
   start = time.perf_counter()

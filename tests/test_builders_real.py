@@ -205,3 +205,25 @@ def test_vcr_tags_replaced_and_labels(tmp_path):
   assert record["mc_rationales"][0] == b"Jessie smiles"
   assert record["mc_answer_label"].tolist() == [0, 3]
   assert source["test"][0]["mc_answer_label"].tolist() == [-1]
+
+
+def test_parallel_decoding_matches_serial_and_reports_bad_rows(tmp_path):
+  manual = tmp_path / "cc"
+  manual.mkdir()
+  _tsv(manual / "features_train.tsv", range(40))
+  with open(manual / "features_train.tsv", "ab") as f:
+    f.write(b"bad\t640\t480\t2\tAAAA\tAAAA\n")
+  _json(manual / "captions_train.json", {str(i): f"caption {i}" for i in [*range(40), "bad"]})
+  data_dir = str(tmp_path / "tfds")
+  serial = build_dataset("vilbert_conceptual_captions", data_dir, str(manual), feature_dim=D,
+                         cls_prob_width=C, skip_bad_rows=True)
+  parallel = build_dataset("vilbert_conceptual_captions", str(tmp_path / "tfds2"), str(manual),
+                           feature_dim=D, cls_prob_width=C, skip_bad_rows=True, num_workers=2)
+  a = tfds_io.open_split(serial, data_dir, "train")
+  b = tfds_io.open_split(parallel, str(tmp_path / "tfds2"), "train")
+  assert len(a) == len(b) == 40
+  for i in (0, 17, 39):
+    np.testing.assert_array_equal(a.records[i]["features"], b.records[i]["features"])
+    assert a.records[i]["captions"] == b.records[i]["captions"]
+  assert b.metadata["skipped_rows"] == a.metadata["skipped_rows"]
+  assert "features_train.tsv row 41 (image_id bad)" in b.metadata["skipped_rows"][0]

@@ -1,7 +1,7 @@
 """Builds one of the datasets in this folder without TensorFlow (the `tfds build` CLI needs it).
 
   python -m tfds_builders.build vilbert_vqa2 --manual_dir /data/vqa --data_dir ~/tfds \
-      [--config default] [--feature_dim 2048] [--float16] [--skip_bad_rows]
+      [--config default] [--feature_dim 2048] [--float16] [--skip_bad_rows] [--num_workers 8]
 
 Run from the repository root. Prints the dataset folder, split sizes and any skipped rows.
 """
@@ -20,7 +20,7 @@ BUILDERS = ("vilbert_synthetic_scenes", "vilbert_conceptual_captions", "vilbert_
 
 
 def make_builder(name: str, data_dir: str, config: Optional[str] = None,
-                 skip_bad_rows: bool = False, **overrides):
+                 skip_bad_rows: bool = False, num_workers: int = 0, **overrides):
   """Instantiates builder `name`; `overrides` replace fields of its (named or default) config.
 
   With overrides the config is renamed to encode them (e.g. "default-feature_dim64"), so
@@ -36,7 +36,8 @@ def make_builder(name: str, data_dir: str, config: Optional[str] = None,
     suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
     base = dataclasses.replace(base, name=f"{base.name}-{suffix}",
                                description=f"{base.description} Changed: {suffix}.", **overrides)
-  kwargs = {"skip_bad_rows": skip_bad_rows} if skip_bad_rows else {}
+  kwargs = ({"skip_bad_rows": skip_bad_rows, "num_workers": num_workers}
+            if name != "vilbert_synthetic_scenes" else {})
   return cls(data_dir=data_dir, config=base, file_format="array_record", **kwargs)
 
 
@@ -51,8 +52,11 @@ def main(argv: Sequence[str]) -> int:
   parser.add_argument("--float16", action="store_true", default=None)
   parser.add_argument("--cls_prob_width", type=int, help="conceptual captions: classes + 1")
   parser.add_argument("--skip_bad_rows", action="store_true")
+  parser.add_argument("--num_workers", type=int, default=0,
+                      help="processes decoding feature records (0 = this one)")
   args = parser.parse_args(argv)
   builder = make_builder(args.name, args.data_dir, args.config, args.skip_bad_rows,
+                         args.num_workers,
                          feature_dim=args.feature_dim, float16=args.float16,
                          cls_prob_width=args.cls_prob_width)
   path = tfds_io.build(builder, args.manual_dir)

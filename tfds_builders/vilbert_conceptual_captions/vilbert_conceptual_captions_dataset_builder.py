@@ -75,13 +75,12 @@ class Builder(RegionDatasetBuilder):
       path = find_input(manual_dir, f"captions_{split}", (".json", ".tsv"), required=(
           split == "train"))
       if path:
-        splits[split] = self._generate_examples(path, self.open_store(manual_dir,
-                                                                      f"features_{split}"))
+        splits[split] = self._generate_examples(path, manual_dir, f"features_{split}")
     return splits
 
-  def _generate_examples(self, captions_path: str, store):
+  def _generate_examples(self, captions_path: str, manual_dir: str, store: str):
     captions = read_captions(captions_path)
-    for key, (image_id, image) in enumerate(records.images(store, captions, self.skips)):
+    for key, (image_id, image) in enumerate(self.images(manual_dir, store, captions)):
       example = records.image_example(image, self.builder_config,
                                       self.builder_config.cls_prob_width)
       example["captions"] = captions[image_id]

@@ -66,16 +66,15 @@ class Builder(RegionDatasetBuilder):
 
   def _generate_examples(self, captions: Dict[str, List[str]], manual_dir: str,
                          with_negatives: bool):
-    store = self.open_store(manual_dir, "features")
     if with_negatives:  # First pass: which images are usable, and their mean features.
       usable, means = [], []
-      for image_id, image in records.images(store, captions, self.skips):
+      for image_id, image in self.images(manual_dir, "features", captions):
         usable.append(image_id)
         means.append(image.features.mean(0))
       neighbours = hard_negatives.nearest_images(np.stack(means),
                                                  self.builder_config.num_hard_negatives)
       captions = {i: captions[i] for i in usable}
-    for key, (image_id, image) in enumerate(records.images(store, captions, self.skips)):
+    for key, (image_id, image) in enumerate(self.images(manual_dir, "features", captions)):
       example = records.image_example(image, self.builder_config)
       example["captions"] = captions[image_id]
       example["hard_negatives"] = neighbours[key] if with_negatives else np.zeros(0, np.int32)

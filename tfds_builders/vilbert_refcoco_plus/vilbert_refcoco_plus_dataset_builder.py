@@ -78,8 +78,7 @@ class Builder(RegionDatasetBuilder):
             for split, items in grouped.items() if items}
 
   def _generate_examples(self, grouped: Dict[str, List], manual_dir: str):
-    store = self.open_store(manual_dir, "features")
-    for key, (image_id, image) in enumerate(records.images(store, grouped, self.skips)):
+    for key, (image_id, image) in enumerate(self.images(manual_dir, "features", grouped)):
       items = grouped[image_id]
       example = records.image_example(image, self.builder_config)
       example["ref_expression"] = [sentence for sentence, _, _ in items]

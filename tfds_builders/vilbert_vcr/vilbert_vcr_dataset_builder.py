@@ -102,8 +102,7 @@ class Builder(RegionDatasetBuilder):
     return splits
 
   def _generate_examples(self, grouped: Dict[str, List[Dict]], manual_dir: str):
-    store = self.open_store(manual_dir, "features")
-    for key, (image_id, image) in enumerate(records.images(store, grouped, self.skips)):
+    for key, (image_id, image) in enumerate(self.images(manual_dir, "features", grouped)):
       items = grouped[image_id]
       example = records.image_example(image, self.builder_config)
       example["mc_question"] = [i["question"] for i in items]

@@ -117,8 +117,7 @@ class Builder(RegionDatasetBuilder):
     return splits
 
   def _generate_examples(self, grouped: Dict[int, List[Dict]], manual_dir: str, store: str):
-    store = self.open_store(manual_dir, store)
-    images = records.images(store, [str(i) for i in grouped], self.skips)
+    images = self.images(manual_dir, store, [str(i) for i in grouped])
     for key, (image_id, image) in enumerate(images):
       questions = grouped[int(image_id)]
       example = records.image_example(image, self.builder_config)

@@ -22,7 +22,7 @@ def _builders_module():
 
 def build_dataset(name: str, data_dir: str, manual_dir: Optional[str] = None,
                   config: Optional[str] = None, skip_bad_rows: bool = False,
-                  **overrides) -> str:
+                  num_workers: int = 0, **overrides) -> str:
   """Builds dataset `name` (e.g. "vilbert_vqa2") under `data_dir`; quick if already built.
 
   Args:
@@ -30,12 +30,14 @@ def build_dataset(name: str, data_dir: str, manual_dir: Optional[str] = None,
     config: a named builder config; None = the builder's default.
     skip_bad_rows: skip (and record in metadata) images whose features are bad or missing,
       instead of stopping at the first.
+    num_workers: processes decoding feature records (0 = this process; not for synthetic).
     overrides: config fields to change, e.g. feature_dim=64, float16=True.
 
   Returns:
     the name to open the dataset with, "<builder>/<config>" (`open_split`, `tfds.data_source`).
   """
-  builder = _builders_module().make_builder(name, data_dir, config, skip_bad_rows, **overrides)
+  builder = _builders_module().make_builder(name, data_dir, config, skip_bad_rows, num_workers,
+                                            **overrides)
   tfds_io.build(builder, manual_dir)
   return f"{builder.name}/{builder.builder_config.name}"
 

@@ -2,24 +2,27 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Iterable, Iterator, Optional, Tuple
 
 import tensorflow_datasets as tfds
 
 from vilbert_jax.data import records
-from vilbert_jax.data.features import FeatureStore, open_feature_store
+from vilbert_jax.data.features import FeatureStore, RegionFeatures, open_feature_store
 
 
 class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
   """Base of builders that join annotations with a feature store (abstract: not registered).
 
-  Args (besides TFDS's): skip_bad_rows: skip images whose features are missing or bad
-  instead of stopping; skipped rows are listed in the dataset metadata (`skipped_rows`).
+  Args (besides TFDS's):
+    skip_bad_rows: skip images whose features are missing or bad instead of stopping;
+      skipped rows are listed in the dataset metadata (`skipped_rows`).
+    num_workers: processes decoding feature records (0 = this process).
   """
 
-  def __init__(self, *, skip_bad_rows: bool = False, **kwargs):
+  def __init__(self, *, skip_bad_rows: bool = False, num_workers: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.skips = records.SkipLog(allowed=skip_bad_rows)
+    self.num_workers = num_workers
     self._stores = {}
 
   def _metadata(self) -> tfds.core.MetadataDict:
@@ -34,6 +37,12 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     # The same list object fills up during generation; metadata is written after it.
     self.info.metadata["skipped_rows"] = self.skips.skipped
     return os.fspath(manual_dir)
+
+  def images(self, manual_dir: str, stem: str, image_ids: Iterable[str]
+             ) -> Iterator[Tuple[str, RegionFeatures]]:
+    """(image_id, record) of each id from the store `stem`, honouring skips and workers."""
+    return records.images(self.open_store(manual_dir, stem), image_ids, self.skips,
+                          self.num_workers)
 
   def open_store(self, manual_dir: str, stem: str) -> FeatureStore:
     """The feature store `manual_dir/stem(.tsv|.lmdb|/)`, opened once per build."""

@@ -9,12 +9,14 @@ without reading records.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import multiprocessing
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data.features import FeatureStoreError, RegionFeatures
+from vilbert_jax.data.features import FeatureStoreError, RawRecord, RegionFeatures
 
 NUM_ANSWERS = 10  # human answers per VQA question, stored flat: question k owns [10k, 10k+10)
 NUM_OPTIONS = 4  # multiple-choice options per VCR item, stored flat the same way
@@ -85,15 +87,55 @@ class SkipLog:
   skipped: List[str] = dataclasses.field(default_factory=list)
 
 
-def images(store, image_ids: Iterable[str], skips: SkipLog) -> Iterator[Tuple[str, RegionFeatures]]:
-  """Yields (image_id, record) from `store`; bad or missing images raise unless skips allowed."""
-  for image_id in image_ids:
-    try:
-      yield image_id, store[image_id]
-    except (FeatureStoreError, KeyError) as e:
+def images(store, image_ids: Iterable[str], skips: SkipLog,
+           num_workers: int = 0) -> Iterator[Tuple[str, RegionFeatures]]:
+  """Yields (image_id, record) from `store` in the order of `image_ids`.
+
+  Bad or missing images raise unless `skips.allowed` (then they are logged and left out).
+  With `num_workers` > 1, records are decoded (base64, unpickling, checks) in that many
+  processes while this one reads raw bytes and consumes the results.
+  """
+  def raws():
+    for image_id in image_ids:
+      try:
+        yield image_id, store.raw(image_id)
+      except KeyError as e:
+        if not skips.allowed:
+          raise
+        skips.skipped.append(str(e.args[0]))
+
+  decoded = (_decode_in_pool(raws(), num_workers) if num_workers > 1
+             else ((image_id, _decode(raw)) for image_id, raw in raws()))
+  for image_id, result in decoded:
+    if isinstance(result, FeatureStoreError):
       if not skips.allowed:
-        raise
-      skips.skipped.append(str(e))
+        raise result
+      skips.skipped.append(str(result))
+    else:
+      yield image_id, result
+
+
+def _decode(raw: RawRecord):
+  """The decoded record, or the error (returned so it crosses process boundaries intact)."""
+  try:
+    return raw()
+  except FeatureStoreError as e:
+    return e
+
+
+def _decode_in_pool(pairs: Iterator[Tuple[str, RawRecord]], num_workers: int):
+  """Decodes windows of records in a process pool, reading the next window meanwhile."""
+  window = 32 * num_workers
+  with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    pending, pending_ids = None, []
+    while True:
+      chunk = list(itertools.islice(pairs, window))
+      submitted = pool.map_async(_decode, [raw for _, raw in chunk], chunksize=4)
+      if pending is not None:
+        yield from zip(pending_ids, pending.get())
+      if not chunk:
+        return
+      pending, pending_ids = submitted, [image_id for image_id, _ in chunk]
 
 
 def item_counts(example: Dict) -> Dict[str, int]:

@@ -1,7 +1,8 @@
 """Region-feature stores: one reader interface over TSV, LMDB and per-image `.npz`/`.npy`.
 
 `open_feature_store(path)` picks the reader from what is at `path`; every store supports
-`store[image_id] -> RegionFeatures`, `keys()`, `len()`, `in` and iteration in file order.
+`store[image_id] -> RegionFeatures`, `store.raw(image_id) -> RawRecord` (bytes to decode
+elsewhere), `keys()`, `len()`, `in` and iteration in file order.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Optional, Union
 
 from vilbert_jax.data.features.lmdb_store import LmdbFeatureStore
 from vilbert_jax.data.features.npy_dir import NpyDirFeatureStore
-from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
+                                               make_record)
 from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
 from vilbert_jax.data.features.tsv import TsvFeatureStore, encode_tsv_line, parse_tsv_line
 
@@ -50,7 +52,7 @@ def open_feature_store(path: str, feature_dim: Optional[int] = None) -> FeatureS
 
 
 __all__ = [
-    "FeatureStore", "FeatureStoreError", "LmdbFeatureStore", "NpyDirFeatureStore",
+    "FeatureStore", "FeatureStoreError", "LmdbFeatureStore", "NpyDirFeatureStore", "RawRecord",
     "RegionFeatures", "TsvFeatureStore", "UnsafePickleError", "encode_tsv_line",
     "make_record", "open_feature_store", "parse_tsv_line", "safe_loads",
 ]

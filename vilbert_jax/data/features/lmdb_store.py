@@ -15,7 +15,8 @@ from typing import Iterator, List, Optional
 import msgpack
 import numpy as np
 
-from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
+                                               make_record)
 from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
 from vilbert_jax.data.features.tsv import decode_b64_floats
 
@@ -93,12 +94,17 @@ class LmdbFeatureStore:
     with self._env.begin() as txn:
       return txn.get(str(image_id).encode()) is not None
 
-  def __getitem__(self, image_id) -> RegionFeatures:
+  def raw(self, image_id) -> RawRecord:
+    """The undecoded value of `image_id` (raises KeyError naming the store if absent)."""
     with self._env.begin() as txn:
       value = txn.get(str(image_id).encode())
     if value is None:
       raise KeyError(f"image_id {image_id} is not in {self.path}")
-    return decode_value(f"{os.path.basename(self.path)} key {image_id}", value, self.feature_dim)
+    return RawRecord(decode_value, f"{os.path.basename(self.path)} key {image_id}", value,
+                     self.feature_dim)
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    return self.raw(image_id)()
 
   def __iter__(self) -> Iterator[RegionFeatures]:
     for image_id in self._keys:

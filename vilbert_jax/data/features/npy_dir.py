@@ -6,35 +6,49 @@ optionally `cls_prob [N,C]`. A `.npy` file holds those fields as one saved dict
 """
 from __future__ import annotations
 
+import io
 import os
 from typing import Iterator, List, Optional
 
 import numpy as np
 
-from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
+                                               make_record)
 from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
 
 _SUFFIXES = (".npz", ".npy")
 
 
-def _load_npy_dict(file: str) -> dict:
-  """Reads a `.npy` file holding one pickled dict, without running any code it names."""
-  name = os.path.basename(file)
-  with open(file, "rb") as f:
-    major, _ = np.lib.format.read_magic(f)
-    read_header = (np.lib.format.read_array_header_1_0 if major == 1
-                   else np.lib.format.read_array_header_2_0)
-    _, _, dtype = read_header(f)
-    if dtype != object:
-      raise FeatureStoreError(f"{name}: holds a plain {dtype} array, not a dict of fields")
-    try:
-      value = safe_loads(f.read())
-    except UnsafePickleError as e:
-      raise FeatureStoreError(f"{name}: {e}") from e
+def _load_npy_dict(name: str, f: io.BytesIO) -> dict:
+  """Reads a `.npy` holding one pickled dict, without running any code it names."""
+  major, _ = np.lib.format.read_magic(f)
+  read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                 else np.lib.format.read_array_header_2_0)
+  _, _, dtype = read_header(f)
+  if dtype != object:
+    raise FeatureStoreError(f"{name}: holds a plain {dtype} array, not a dict of fields")
+  try:
+    value = safe_loads(f.read())
+  except UnsafePickleError as e:
+    raise FeatureStoreError(f"{name}: {e}") from e
   value = value.item() if isinstance(value, np.ndarray) else value
   if not isinstance(value, dict):
     raise FeatureStoreError(f"{name}: holds a {type(value).__name__}, not a dict of fields")
   return value
+
+
+def decode_file(name: str, payload: bytes, feature_dim: Optional[int]) -> RegionFeatures:
+  """Decodes the bytes of `<image_id>.npz` / `<image_id>.npy` into a checked record."""
+  f = io.BytesIO(payload)
+  data = _load_npy_dict(name, f) if name.endswith(".npy") else np.load(f, allow_pickle=False)
+  fields = list(data.keys())
+  missing = [k for k in ("features", "boxes", "image_w", "image_h") if k not in fields]
+  if missing:
+    raise FeatureStoreError(f"{name}: lacks arrays {missing}")
+  features = data["features"]
+  return make_record(name, os.path.splitext(name)[0], data["image_w"], data["image_h"],
+                     len(features), data["boxes"], features,
+                     data["cls_prob"] if "cls_prob" in fields else None, feature_dim)
 
 
 class NpyDirFeatureStore:
@@ -55,21 +69,16 @@ class NpyDirFeatureStore:
   def __contains__(self, image_id) -> bool:
     return str(image_id) in self._files
 
-  def __getitem__(self, image_id) -> RegionFeatures:
+  def raw(self, image_id) -> RawRecord:
+    """The undecoded file of `image_id` (raises KeyError naming the folder if absent)."""
     name = self._files.get(str(image_id))
     if name is None:
       raise KeyError(f"image_id {image_id} is not in {self.path} (no {image_id}.npz)")
-    file = os.path.join(self.path, name)
-    data = _load_npy_dict(file) if name.endswith(".npy") else np.load(file, allow_pickle=False)
-    fields = list(data.keys())
-    get = data.__getitem__
-    missing = [k for k in ("features", "boxes", "image_w", "image_h") if k not in fields]
-    if missing:
-      raise FeatureStoreError(f"{name}: lacks arrays {missing}")
-    features = get("features")
-    return make_record(name, image_id, get("image_w"), get("image_h"), len(features),
-                       get("boxes"), features, get("cls_prob") if "cls_prob" in fields else None,
-                       self.feature_dim)
+    with open(os.path.join(self.path, name), "rb") as f:
+      return RawRecord(decode_file, name, f.read(), self.feature_dim)
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    return self.raw(image_id)()
 
   def __iter__(self) -> Iterator[RegionFeatures]:
     for image_id in self._files:

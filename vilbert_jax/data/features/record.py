@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -34,6 +34,26 @@ class RegionFeatures:
   @property
   def num_boxes(self) -> int:
     return int(self.features.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class RawRecord:
+  """One image's undecoded bytes and how to decode them; picklable, so decoding can run in
+  another process (parallel builds). Calling it returns the checked `RegionFeatures`.
+
+  Attributes:
+    decode: module-level function (where, payload, feature_dim) -> RegionFeatures.
+    where: "file row/key" for error messages.
+    payload: the raw bytes (a TSV line, an LMDB value, a file's contents).
+    feature_dim: expected feature width or None.
+  """
+  decode: Callable[[str, bytes, Optional[int]], RegionFeatures]
+  where: str
+  payload: bytes
+  feature_dim: Optional[int] = None
+
+  def __call__(self) -> RegionFeatures:
+    return self.decode(self.where, self.payload, self.feature_dim)
 
 
 def make_record(where: str, image_id, image_w, image_h, num_boxes, boxes, features,

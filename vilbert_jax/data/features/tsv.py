@@ -13,7 +13,8 @@ from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
-from vilbert_jax.data.features.record import FeatureStoreError, RegionFeatures, make_record
+from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
+                                               make_record)
 
 _MIN_COLUMNS = 6  # image_id, image_w, image_h, num_boxes, boxes, features
 _MAX_COLUMNS = 7  # ... cls_prob
@@ -99,7 +100,8 @@ class TsvFeatureStore:
   def __len__(self) -> int:
     return len(self.keys())
 
-  def __getitem__(self, image_id) -> RegionFeatures:
+  def raw(self, image_id) -> RawRecord:
+    """The undecoded line of `image_id` (raises KeyError naming the files if absent)."""
     self.keys()
     try:
       path, row, offset = self._index[str(image_id)]
@@ -107,5 +109,9 @@ class TsvFeatureStore:
       raise KeyError(f"image_id {image_id} is not in {', '.join(self.paths)}") from None
     with open(path, "rb") as f:
       f.seek(offset)
-      return parse_tsv_line(f"{os.path.basename(path)} row {row}", f.readline(),
-                            self.feature_dim)
+      line = f.readline()
+    return RawRecord(parse_tsv_line, f"{os.path.basename(path)} row {row}", line,
+                     self.feature_dim)
+
+  def __getitem__(self, image_id) -> RegionFeatures:
+    return self.raw(image_id)()
