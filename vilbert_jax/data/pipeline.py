@@ -55,14 +55,15 @@ def text(value) -> str:
 def image_regions(record: Dict, max_regions: int, select: bool) -> Dict[str, np.ndarray]:
   """The regions of a stored record (float32 views where possible), at most `max_regions`.
 
-  With `select` and a stored class distribution, boxes are chosen by confidence as the paper
-  does (`regions.select_boxes`); otherwise the first ones are kept. Stored order is kept.
+  A record with at most `max_regions` boxes keeps them all: the extractor already chose them.
+  With more, `select` picks them by detector confidence as the paper does
+  (`regions.select_boxes`); otherwise the first ones are kept. Stored order is kept.
   """
   cls_prob = record.get("cls_prob")
   cls_prob = None if cls_prob is None else np.asarray(cls_prob, np.float32)
   n = len(record["boxes"])
-  keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions) if select
-          else np.arange(min(n, max_regions)))
+  keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions)
+          if select and n > max_regions else np.arange(min(n, max_regions)))
   if len(keep) == 0 or keep[-1] == len(keep) - 1:  # a prefix: slice, do not copy
     keep = slice(0, len(keep))
   return {"features": np.asarray(record["features"], np.float32)[keep],
