@@ -1,11 +1,13 @@
 """The synthetic scenes builder: builds, reads back with tfds.data_source, is learnable."""
+import json
+import os
 import time
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from data_fixtures import SYNTHETIC_SIZES, synthetic_split  # noqa: F401  (fixture)
-from vilbert_jax.data import synthetic, tfds_io
+from vilbert_jax.data import pipeline, synthetic, tfds_io, tokenizer
 from vilbert_jax.data.build import build_synthetic
 
 
@@ -75,3 +77,22 @@ def test_captions_side_file_matches_records(synthetic_split):  # noqa: F811
   for r in (0, 7, 29):
     captions = [c.decode() for c in split.records[r]["captions"]]
     assert [split.caption(r, k) for k in range(5)] == captions
+
+
+def test_dataset_without_item_counts_or_side_file_is_readable(tmp_path):
+  """As TFDS's own writer (`tfds build`, with TensorFlow) leaves it: items counted on open."""
+  name = build_synthetic(str(tmp_path), feature_dim=8, num_train=30, num_validation=5,
+                         num_test=5)
+  folder = tfds_io.dataset_dir(name, str(tmp_path))
+  with open(os.path.join(folder, "metadata.json")) as f:
+    metadata = json.load(f)
+  del metadata["item_counts"]
+  with open(os.path.join(folder, "metadata.json"), "w") as f:
+    json.dump(metadata, f)
+  os.remove(tfds_io.captions_path(folder, "vilbert_synthetic_scenes", "train"))
+  split = tfds_io.open_split(name, str(tmp_path), "train")
+  assert split.items["captions"].total == 150 and split.caption_records is None
+  assert split.caption(3, 1) == split.records[3]["captions"][1].decode()
+  batch = next(iter(pipeline.pretraining_loader(split, tokenizer.synthetic_tokenizer(),
+                                                batch_size=4, seed=0, shard=(0, 1))))
+  assert batch["image_feat"].shape == (4, 37, 8)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -190,8 +191,17 @@ def open_split(name: str, data_dir: str, split: str) -> SplitData:
                    f"{sorted(builder.info.splits)}")
   metadata = dict(builder.info.metadata or {})
   label = f"{name}:{split}"
+  records_source = builder.as_data_source(split=split)
+  counts = metadata.get("item_counts", {}).get(split)
+  if counts is None:  # Built by TFDS's own download_and_prepare: count by reading records.
+    logging.warning("%s has no item counts in its metadata; reading all %d records to count "
+                    "items (build with vilbert_jax to avoid this)", label, len(records_source))
+    counts = {}
+    for i in range(len(records_source)):
+      for task, n in records.item_counts(records_source[i]).items():
+        counts.setdefault(task, []).append(n)
   items = {task: ItemIndex(np.asarray(c, np.int64), f"{label} ({task})")
-           for task, c in metadata.get("item_counts", {}).get(split, {}).items() if sum(c)}
+           for task, c in counts.items() if sum(c)}
   side_file = captions_path(builder.data_dir, builder.name, split)
   captions = grain.ArrayRecordDataSource([side_file]) if os.path.exists(side_file) else None
-  return SplitData(builder.as_data_source(split=split), items, metadata, label, captions)
+  return SplitData(records_source, items, metadata, label, captions)
