@@ -8,6 +8,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from data_fixtures import random_record
+from tfds_builders.build import main as build_main
 from vilbert_jax.data import tasks, tfds_io
 from vilbert_jax.data.build import build_dataset
 from vilbert_jax.data.features import FeatureStoreError, encode_tsv_line
@@ -227,3 +228,19 @@ def test_parallel_decoding_matches_serial_and_reports_bad_rows(tmp_path):
     assert a.records[i]["captions"] == b.records[i]["captions"]
   assert b.metadata["skipped_rows"] == a.metadata["skipped_rows"]
   assert "features_train.tsv row 41 (image_id bad)" in b.metadata["skipped_rows"][0]
+
+
+def test_build_command_line(tmp_path, capsys):
+  manual = tmp_path / "cc"
+  manual.mkdir()
+  _tsv(manual / "features_train.tsv", [1, 2])
+  _json(manual / "captions_train.json", {"1": "a", "2": "b", "3": "c"})
+  argv = ["vilbert_conceptual_captions", "--manual_dir", str(manual), "--data_dir",
+          str(tmp_path / "tfds"), "--feature_dim", str(D), "--cls_prob_width", str(C),
+          "--float16", "--skip_bad_rows"]
+  assert build_main(argv) == 0
+  out = capsys.readouterr().out
+  assert "train: 2 records" in out and "skipped: image_id 3 is not in" in out
+  name = "vilbert_conceptual_captions/default-cls_prob_width5-feature_dim8-float16True"
+  assert tfds.data_source(name, data_dir=str(tmp_path / "tfds"))["train"][0][
+      "features"].dtype == np.float16
