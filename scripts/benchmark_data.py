@@ -4,8 +4,8 @@
 
 Writes a bottom-up-attention TSV of random detector output (36 boxes x 2048 floats, 1601-way
 class distributions) with one caption per image, builds `vilbert_conceptual_captions` from it
-with each number of decoding processes, then reads pretraining batches (36 tokens, 37 visual tokens) through the grain pipeline with
-each worker count. Prints examples/s for each stage.
+with each number of decoding processes, then reads pretraining batches (36 tokens, 37 visual
+tokens) through the grain pipeline with each worker count. Prints examples/s for each stage.
 """
 from __future__ import annotations
 

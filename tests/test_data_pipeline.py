@@ -41,7 +41,8 @@ def test_img_token_is_mean_of_masked_regions_and_padding_is_clean(train):
       regions = b["image_feat"][i, 1:n[i] + 1]
       np.testing.assert_allclose(b["image_feat"][i, 0], regions.mean(0), rtol=1e-5, atol=1e-6)
       np.testing.assert_allclose(b["image_loc"][i, 0], [0, 0, 1, 1, 1])
-      assert np.all(b["image_feat"][i, n[i] + 1:] == 0) and np.all(b["image_loc"][i, n[i] + 1:] == 0)
+      assert np.all(b["image_feat"][i, n[i] + 1:] == 0)
+      assert np.all(b["image_loc"][i, n[i] + 1:] == 0)
       masked_zero = b["image_label"][i, :n[i]] == 1
       # Zeroed features only where a region is masked.
       assert np.all(b["image_label"][i, :n[i]][np.all(regions == 0, axis=1)] == 1)
@@ -124,7 +125,8 @@ def test_task_pipelines(train):
   for mode in ("vcr_q_a", "vcr_qa_r"):
     vcr = next(iter(tasks.task_loader(train, mode, TOK, batch_size=4, seed=0, shard=(0, 1))))
     assert vcr["input_ids"].shape == (4, 4, 60) and vcr["image_feat"].shape == (4, 101, 16)
-    assert np.all(vcr["token_type_ids"].max(-1) == 1) and np.all((0 <= vcr["label"]) & (vcr["label"] < 4))
+    assert np.all(vcr["token_type_ids"].max(-1) == 1)
+    assert np.all((0 <= vcr["label"]) & (vcr["label"] < 4))
 
   ret = next(iter(tasks.task_loader(train, "retrieval", TOK, batch_size=2, seed=0, shard=(0, 1))))
   assert ret["input_ids"].shape == (2, 4, 30) and ret["image_feat"].shape == (2, 4, 101, 16)

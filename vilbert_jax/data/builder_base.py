@@ -32,8 +32,8 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     """Checks the manual dir and records the skip list in the metadata; returns the dir."""
     manual_dir = dl_manager.manual_dir
     if manual_dir is None or not os.path.isdir(manual_dir):
-      raise FileNotFoundError(
-          f"{self.name} needs --manual_dir with its source files:\n{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+      raise FileNotFoundError(f"{self.name} needs --manual_dir with its source files:\n"
+                              f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     # The same list object fills up during generation; metadata is written after it.
     self.info.metadata["skipped_rows"] = self.skips.skipped
     return os.fspath(manual_dir)

@@ -4,8 +4,8 @@ TFDS's own `download_and_prepare` needs TensorFlow once a split exceeds 1 GB (it
 buffer spills through `tf.io.gfile`), and the `tfds build` CLI imports TensorFlow. `build`
 streams each split of a `GeneratorBasedBuilder` into sharded array_record files in generation
 order, writes the usual `dataset_info.json`/`features.json` plus per-record item counts in
-`metadata.json` (and a captions side file per split with captions), and moves the finished folder into place only at the end: an interrupted or
-failed build never looks complete.
+`metadata.json` (and a captions side file per split with captions), and moves the finished
+folder into place only at the end: an interrupted or failed build never looks complete.
 """
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ def build(builder: tfds.core.GeneratorBasedBuilder, manual_dir: Optional[str] = 
     info = builder.info
     serializer = example_serializer.ExampleSerializer(info.features.get_serialized_info())
     split_infos, counts = [], {}
-    for split, generator in builder._split_generators(dl_manager).items():  # pylint: disable=protected-access
+    generators = builder._split_generators(dl_manager)  # pylint: disable=protected-access
+    for split, generator in generators.items():
       template = naming.ShardedFileTemplate(data_dir=tmp, dataset_name=builder.name, split=split,
                                             filetype_suffix="array_record")
       shard_paths, shard_lengths, num_bytes, split_counts = _write_split(
