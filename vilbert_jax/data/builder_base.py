@@ -6,7 +6,7 @@ from typing import Iterable, Iterator, Optional, Tuple
 
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data import records
+from vilbert_jax.data import store_reader
 from vilbert_jax.data.features import FeatureStore, RegionFeatures, open_feature_store
 
 
@@ -21,7 +21,7 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
 
   def __init__(self, *, skip_bad_rows: bool = False, num_workers: int = 0, **kwargs):
     super().__init__(**kwargs)
-    self.skips = records.SkipLog(allowed=skip_bad_rows)
+    self.skips = store_reader.SkipLog(allowed=skip_bad_rows)
     self.num_workers = num_workers
     self._stores = {}
 
@@ -41,7 +41,7 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
   def images(self, manual_dir: str, stem: str, image_ids: Iterable[str]
              ) -> Iterator[Tuple[str, RegionFeatures]]:
     """(image_id, record) of each id from the store `stem`, honouring skips and workers."""
-    return records.images(self.open_store(manual_dir, stem), image_ids, self.skips,
+    return store_reader.images(self.open_store(manual_dir, stem), image_ids, self.skips,
                           self.num_workers)
 
   def open_store(self, manual_dir: str, stem: str) -> FeatureStore:

@@ -9,14 +9,12 @@ without reading records.
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import multiprocessing
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data.features import FeatureStoreError, RawRecord, RegionFeatures
+from vilbert_jax.data.features import FeatureStoreError, RegionFeatures
 
 NUM_ANSWERS = 10  # human answers per VQA question, stored flat: question k owns [10k, 10k+10)
 NUM_OPTIONS = 4  # multiple-choice options per VCR item, stored flat the same way
@@ -49,13 +47,13 @@ def _floats(width: Optional[int], float16: bool) -> tfds.features.Tensor:
                               encoding="bytes")
 
 
-def image_feature_spec(config: RegionBuilderConfig, num_classes: Optional[int]) -> Dict:
-  """TFDS features of the image part; `num_classes` None omits `cls_prob`."""
+def image_feature_spec(config: RegionBuilderConfig, cls_prob_width: Optional[int]) -> Dict:
+  """TFDS features of the image part; `cls_prob_width` None omits `cls_prob`."""
   spec = {"image_id": tfds.features.Text(), "image_w": np.int32, "image_h": np.int32,
           "features": _floats(config.feature_dim, config.float16),
           "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32, encoding="bytes")}
-  if num_classes is not None:
-    spec["cls_prob"] = _floats(num_classes, config.float16)
+  if cls_prob_width is not None:
+    spec["cls_prob"] = _floats(cls_prob_width, config.float16)
   return spec
 
 
@@ -78,64 +76,6 @@ def image_example(record: RegionFeatures, config: RegionBuilderConfig,
                               f" classes, the dataset config expects {cls_prob_width}")
     out["cls_prob"] = record.cls_prob.astype(dtype)
   return out
-
-
-@dataclasses.dataclass
-class SkipLog:
-  """Bad rows a build skipped (only when told to skip); reported and saved in metadata."""
-  allowed: bool = False
-  skipped: List[str] = dataclasses.field(default_factory=list)
-
-
-def images(store, image_ids: Iterable[str], skips: SkipLog,
-           num_workers: int = 0) -> Iterator[Tuple[str, RegionFeatures]]:
-  """Yields (image_id, record) from `store` in the order of `image_ids`.
-
-  Bad or missing images raise unless `skips.allowed` (then they are logged and left out).
-  With `num_workers` > 1, records are decoded (base64, unpickling, checks) in that many
-  processes while this one reads raw bytes and consumes the results.
-  """
-  def raws():
-    for image_id in image_ids:
-      try:
-        yield image_id, store.raw(image_id)
-      except KeyError as e:
-        if not skips.allowed:
-          raise
-        skips.skipped.append(str(e.args[0]))
-
-  decoded = (_decode_in_pool(raws(), num_workers) if num_workers > 1
-             else ((image_id, _decode(raw)) for image_id, raw in raws()))
-  for image_id, result in decoded:
-    if isinstance(result, FeatureStoreError):
-      if not skips.allowed:
-        raise result
-      skips.skipped.append(str(result))
-    else:
-      yield image_id, result
-
-
-def _decode(raw: RawRecord):
-  """The decoded record, or the error (returned so it crosses process boundaries intact)."""
-  try:
-    return raw()
-  except FeatureStoreError as e:
-    return e
-
-
-def _decode_in_pool(pairs: Iterator[Tuple[str, RawRecord]], num_workers: int):
-  """Decodes windows of records in a process pool, reading the next window meanwhile."""
-  window = 32 * num_workers
-  with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
-    pending, pending_ids = None, []
-    while True:
-      chunk = list(itertools.islice(pairs, window))
-      submitted = pool.map_async(_decode, [raw for _, raw in chunk], chunksize=4)
-      if pending is not None:
-        yield from zip(pending_ids, pending.get())
-      if not chunk:
-        return
-      pending, pending_ids = submitted, [image_id for image_id, _ in chunk]
 
 
 def item_counts(example: Dict) -> Dict[str, int]:
