@@ -4,6 +4,7 @@ import os
 import time
 
 import numpy as np
+import pytest
 import tensorflow_datasets as tfds
 
 from data_fixtures import SYNTHETIC_SIZES, synthetic_split  # noqa: F401  (fixture)
@@ -96,3 +97,8 @@ def test_dataset_without_item_counts_or_side_file_is_readable(tmp_path):
   batch = next(iter(pipeline.pretraining_loader(split, tokenizer.synthetic_tokenizer(),
                                                 batch_size=4, seed=0, shard=(0, 1))))
   assert batch["image_feat"].shape == (4, 37, 8)
+
+
+def test_build_synthetic_rejects_unknown_options(tmp_path):
+  with pytest.raises(TypeError, match=r"unknown options \['feature_width'\]"):
+    build_synthetic(str(tmp_path), feature_width=3)
