@@ -1,4 +1,5 @@
 """Pretraining and task pipelines over the synthetic dataset: semantics, determinism, resume."""
+from absl import flags
 import numpy as np
 import pytest
 
@@ -160,3 +161,16 @@ def test_image_regions_select_only_when_over_the_limit():
            "cls_prob": prob[:20]}
   image = pipeline.image_regions(small, 36, select=True)  # the extractor already chose them
   np.testing.assert_array_equal(image["features"], small["features"])
+
+
+def test_worker_processes_give_the_same_batches(train):
+  if not flags.FLAGS.is_parsed():  # grain's worker processes read absl flags
+    flags.FLAGS.mark_as_parsed()
+  expected = _batches(train, 2, seed=5)
+  loader = pipeline.pretraining_loader(train, TOK, batch_size=16, seed=5, shard=(0, 1),
+                                       worker_count=1)
+  it = iter(loader)
+  for a in expected:
+    b = next(it)
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
