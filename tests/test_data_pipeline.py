@@ -153,13 +153,13 @@ def test_image_regions_select_only_when_over_the_limit():
   record = {"features": rng.random((50, 8), dtype=np.float32), "image_w": 100,
             "image_h": 100, "boxes": np.tile(np.array([[0, 0, 10, 10]], np.float32), (50, 1)),
             "cls_prob": prob}
-  image = pipeline.image_regions(record, 36, select=True)
+  image = pipeline.image_regions(record, 36)
   # The minimum of 10: the 4 confident boxes, then the first of the tied rest; stored order.
   np.testing.assert_array_equal(image["features"],
                                 record["features"][[0, 1, 2, 3, 4, 5, 6, 9, 30, 44]])
   small = {**record, "boxes": record["boxes"][:20], "features": record["features"][:20],
            "cls_prob": prob[:20]}
-  image = pipeline.image_regions(small, 36, select=True)  # the extractor already chose them
+  image = pipeline.image_regions(small, 36)  # the extractor already chose them
   np.testing.assert_array_equal(image["features"], small["features"])
 
 

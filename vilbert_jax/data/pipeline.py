@@ -52,18 +52,18 @@ def text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def image_regions(record: Dict, max_regions: int, select: bool) -> Dict[str, np.ndarray]:
+def image_regions(record: Dict, max_regions: int) -> Dict[str, np.ndarray]:
   """The regions of a stored record (float32 views where possible), at most `max_regions`.
 
   A record with at most `max_regions` boxes keeps them all: the extractor already chose them.
-  With more, `select` picks them by detector confidence as the paper does
-  (`regions.select_boxes`); otherwise the first ones are kept. Stored order is kept.
+  With more, they are chosen by detector confidence as the paper does (`regions.select_boxes`)
+  when the record has class distributions, else the first ones are kept. Stored order stays.
   """
   cls_prob = record.get("cls_prob")
   cls_prob = None if cls_prob is None else np.asarray(cls_prob, np.float32)
   n = len(record["boxes"])
-  keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions)
-          if select and n > max_regions else np.arange(min(n, max_regions)))
+  keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions) if n > max_regions
+          else np.arange(n))
   if len(keep) == 0 or keep[-1] == len(keep) - 1:  # a prefix: slice, do not copy
     keep = slice(0, len(keep))
   return {"features": np.asarray(record["features"], np.float32)[keep],
@@ -108,7 +108,7 @@ class PretrainingTransform(grain.RandomMapTransform):
     out = tok.encode(caption, self.max_text_len)
     out["input_ids"], out["masked_lm_labels"] = masking_lib.mask_tokens(
         rngs[1], out["input_ids"], tok.special_ids, tok.mask_id, tok.vocab_size, self.masking)
-    image = image_regions(record, self.num_visual_tokens - 1, select=True)
+    image = image_regions(record, self.num_visual_tokens - 1)
     if image["cls_prob"] is None:
       raise ValueError(f"{self.split.name} record {record_index} has no cls_prob; pretraining "
                        "needs the detector class distribution")

@@ -22,9 +22,10 @@ from vilbert_jax.data.regions import pad_rows
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
 
+
 def _image(record: Dict, num_visual_tokens: int) -> Dict[str, np.ndarray]:
   """Visual inputs of a record's regions in stored (proposal) order."""
-  return visual(image_regions(record, num_visual_tokens - 1, select=False), num_visual_tokens)
+  return visual(image_regions(record, num_visual_tokens - 1), num_visual_tokens)
 
 
 def _stack(examples) -> Dict[str, np.ndarray]:
@@ -76,7 +77,7 @@ class ReferTransform(grain.MapTransform):
   def map(self, element) -> Dict[str, np.ndarray]:
     _, item, record = element
     out = self.tokenizer.encode(text(record["ref_expression"][item]), self.max_text_len)
-    image = image_regions(record, self.num_visual_tokens - 1, select=False)
+    image = image_regions(record, self.num_visual_tokens - 1)
     out.update(visual(image, self.num_visual_tokens))
     gt = np.asarray(record["ref_box"][item], np.float32)
     whole = np.array([[0, 0, image["image_w"], image["image_h"]]], np.float32)
