@@ -29,6 +29,7 @@ _BUILD_WORKERS = flags.DEFINE_list("build_workers", ["0", "2"],
 _BATCH = flags.DEFINE_integer("batch_size", 64, "examples per batch")
 _BATCHES = flags.DEFINE_integer("num_batches", 30, "batches timed per worker count")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "scratch folder (default: a temp dir)")
+_FLOAT16 = flags.DEFINE_bool("float16", False, "store features and class probs as float16")
 
 NUM_BOXES, FEATURE_DIM, NUM_CLASSES = 36, 2048, 1601
 
@@ -72,7 +73,7 @@ def main(argv):
   for workers in map(int, _BUILD_WORKERS.value):
     start = time.perf_counter()
     name = build.build_dataset("vilbert_conceptual_captions", f"{data_dir}{workers}", manual,
-                               num_workers=workers)
+                               num_workers=workers, float16=_FLOAT16.value)
     elapsed = time.perf_counter() - start
     print(f"build from TSV, {workers} decoding workers: {n / elapsed:.0f} examples/s "
           f"({elapsed:.1f} s)")

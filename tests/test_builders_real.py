@@ -244,3 +244,8 @@ def test_build_command_line(tmp_path, capsys):
   name = "vilbert_conceptual_captions/default-cls_prob_width5-feature_dim8-float16True"
   assert tfds.data_source(name, data_dir=str(tmp_path / "tfds"))["train"][0][
       "features"].dtype == np.float16
+
+
+def test_unknown_builder_option_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match=r"vilbert_vqa2 configs have no options \['num_train'\]"):
+    build_dataset("vilbert_vqa2", str(tmp_path), str(tmp_path), num_train=3)

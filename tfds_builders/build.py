@@ -23,15 +23,18 @@ def make_builder(name: str, data_dir: str, config: Optional[str] = None,
                  skip_bad_rows: bool = False, num_workers: int = 0, **overrides):
   """Instantiates builder `name`; `overrides` replace fields of its (named or default) config.
 
-  With overrides the config is renamed to encode them (e.g. "default-feature_dim64"), so
-  differently sized builds live side by side under `data_dir`.
+  Overrides that change the config rename it to encode them (e.g. "default-feature_dim64"),
+  so differently sized builds live side by side under `data_dir`.
   """
   if name not in BUILDERS:
     raise ValueError(f"unknown builder {name!r}; choose one of {', '.join(BUILDERS)}")
   module = importlib.import_module(f"tfds_builders.{name}")
   cls = module.Builder
   base = cls.builder_configs[config or cls.DEFAULT_CONFIG_NAME]
-  overrides = {k: v for k, v in overrides.items() if v is not None}
+  unknown = sorted(k for k in overrides if not hasattr(base, k))
+  if unknown:
+    raise ValueError(f"{name} configs have no options {unknown}")
+  overrides = {k: v for k, v in overrides.items() if v is not None and getattr(base, k) != v}
   if overrides:
     suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
     base = dataclasses.replace(base, name=f"{base.name}-{suffix}",
