@@ -100,5 +100,5 @@ def test_dataset_without_item_counts_or_side_file_is_readable(tmp_path):
 
 
 def test_build_synthetic_rejects_unknown_options(tmp_path):
-  with pytest.raises(TypeError, match=r"unknown options \['feature_width'\]"):
+  with pytest.raises(ValueError, match=r"configs have no options \['feature_width'\]"):
     build_synthetic(str(tmp_path), feature_width=3)

@@ -42,11 +42,6 @@ def build_dataset(name: str, data_dir: str, manual_dir: Optional[str] = None,
   return f"{builder.name}/{builder.builder_config.name}"
 
 
-_SYNTHETIC_DEFAULTS = dict(feature_dim=128, num_classes=20, num_train=5000, num_validation=500,
-                          num_test=500, min_regions=10, max_regions=36, noise=0.3, seed=0,
-                          float16=False)
-
-
 def build_synthetic(data_dir: str, **sizes) -> str:
   """Builds the synthetic scenes (no input files); returns at once if already built.
 
@@ -60,9 +55,4 @@ def build_synthetic(data_dir: str, **sizes) -> str:
     the dataset name for `open_split` / `tfds.data_source`. The defaults take about 10 s on
     2 CPU cores; values other than the defaults get their own config folder.
   """
-  unknown = sorted(set(sizes) - set(_SYNTHETIC_DEFAULTS))
-  if unknown:
-    raise TypeError(f"build_synthetic got unknown options {unknown}; it takes "
-                    f"{sorted(_SYNTHETIC_DEFAULTS)}")
-  overrides = {k: v for k, v in sizes.items() if v != _SYNTHETIC_DEFAULTS[k]}
-  return build_dataset("vilbert_synthetic_scenes", data_dir, **overrides)
+  return build_dataset("vilbert_synthetic_scenes", data_dir, **sizes)
