@@ -6,7 +6,6 @@ from typing import Optional
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.model.embeddings import ImageEmbeddings, TextEmbeddings
@@ -94,9 +93,12 @@ class ViLBERTForPretraining(nn.Module):
   def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
                attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
                image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
-               deterministic: bool = True) -> PretrainingOutput:
+               deterministic: bool = True,
+               text_hidden: Optional[jax.Array] = None) -> PretrainingOutput:
+    """``text_hidden``: a precomputed ``ViLBERTModel.text_prefix`` (two-stream only)."""
+    extra = {} if text_hidden is None else {"text_hidden": text_hidden}
     out = self.backbone(input_ids, token_type_ids, attention_mask, image_feat, image_loc,
-                        image_mask, deterministic=deterministic)
+                        image_mask, deterministic=deterministic, **extra)
     word_embeddings = self.backbone.text_embeddings.word_embeddings.embedding
     return PretrainingOutput(
         **vars(out),

@@ -1,0 +1,139 @@
+"""The training engine: learning, sharding, exact resume, SIGTERM, benchmark, bad configs."""
+
+import json
+import pathlib
+import signal
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from train_utils import launch, tiny_config, tiny_flags
+from vilbert_jax.train import benchmark, trainer
+from vilbert_jax.train import data as train_data
+from vilbert_jax.train.step import make_train_step
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return tmp_path_factory.mktemp("tfds")
+
+
+def _metrics(workdir, split="train"):
+  lines = (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()
+  return [m for m in map(json.loads, lines) if m["split"] == split]
+
+
+def _final_params(workdir, step):
+  with ocp.StandardCheckpointer() as ckpt:
+    state = ckpt.restore(pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state")
+  return state["params"]
+
+
+def test_pretraining_learns_and_writes_metrics(data_dir, tmp_path):
+  config = tiny_config(data_dir, num_train_steps=40, log_every_steps=5,
+                       checkpoint_every_steps=100)
+  final = trainer.train_and_evaluate(config, str(tmp_path))
+  train = _metrics(tmp_path)
+  assert [m["step"] for m in train] == list(range(5, 41, 5))
+  first, last = train[0]["loss/total"], train[-1]["loss/total"]
+  assert last < first - 0.5, (first, last)
+  assert train[-1]["masked_lm_accuracy"] > train[0]["masked_lm_accuracy"]
+  for key in ("loss/masked_lm", "loss/masked_region", "loss/alignment", "alignment_accuracy",
+              "learning_rate", "grad_norm", "examples_per_s"):
+    assert np.isfinite(train[-1][key]), key
+  assert final["zero_shot/chance_R@1"] == pytest.approx(100 / 8)
+  assert 0 <= final["zero_shot/R@1"] <= final["zero_shot/R@5"] <= 100
+  assert _metrics(tmp_path, "eval")[-1]["step"] == 40
+  assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert (tmp_path / "checkpoints" / "40").is_dir()
+
+
+def _losses_after_steps(config, devices, steps=3):
+  run = trainer.setup(config, num_examples=64, devices=devices)
+  batch = benchmark.synthetic_batch(run.cfg, config.batch_size, config.data.max_text_len,
+                                    config.data.num_visual_tokens)
+  step = jax.jit(make_train_step(run.loss_fn, run.tx, run.schedule, 0),
+                 in_shardings=(run.shardings, None), out_shardings=(run.shardings, None))
+  state, losses = run.state, []
+  with jax.set_mesh(run.mesh):
+    for _ in range(steps):
+      state, metrics = step(state, train_data.to_global(batch, run.mesh))
+      losses.append(float(metrics["loss/total"]))
+  return losses, jax.device_get(state.params)
+
+
+def test_sharded_run_matches_single_device(data_dir):
+  one, params_one = _losses_after_steps(tiny_config(data_dir), jax.devices()[:1])
+  config = tiny_config(data_dir)
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  many, params_many = _losses_after_steps(config, None)
+  assert one[-1] < one[0]  # it trains
+  np.testing.assert_allclose(many, one, rtol=2e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params_many, params_one)
+
+
+def test_sigterm_saves_and_resume_gives_identical_parameters(data_dir, tmp_path):
+  flags = dict(num_train_steps=10, log_every_steps=1, checkpoint_every_steps=100,
+               eval_every_steps=0)
+  uninterrupted = tmp_path / "straight"
+  trainer.train_and_evaluate(tiny_config(data_dir, **flags), str(uninterrupted))
+
+  interrupted = tmp_path / "interrupted"
+  extra = [f"--config.{k}={v}" for k, v in flags.items()]
+  proc = launch(*tiny_flags(data_dir, interrupted, *extra))
+  metrics_file = interrupted / "metrics.jsonl"
+  deadline = time.time() + 240
+  while not (metrics_file.exists() and metrics_file.read_text()) and time.time() < deadline:
+    if proc.poll() is not None:
+      break
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  output = proc.communicate(timeout=240)[0]
+  assert proc.returncode == 0, output
+  assert "received SIGTERM: saved checkpoint at step" in output, output[-2000:]
+  stopped_at = int(output.split("saved checkpoint at step ")[1].split(",")[0])
+  assert 1 <= stopped_at < 10
+  assert (interrupted / "checkpoints" / str(stopped_at)).is_dir()
+
+  trainer.train_and_evaluate(tiny_config(data_dir, **flags), str(interrupted))
+  resumed_steps = [m["step"] for m in _metrics(interrupted)]
+  assert resumed_steps[-1] == 10 and stopped_at + 1 in resumed_steps
+  jax.tree.map(np.testing.assert_array_equal, _final_params(interrupted, 10),
+               _final_params(uninterrupted, 10))
+
+
+def test_benchmark_mode_prints_its_json_line(data_dir, tmp_path):
+  proc = launch(*tiny_flags(data_dir, tmp_path, "--config.mode=benchmark",
+                            "--config.benchmark.steps=2", "--config.benchmark.warmup_steps=1"))
+  output = proc.communicate(timeout=240)[0]
+  assert proc.returncode == 0, output
+  record = json.loads(output.strip().splitlines()[-1])
+  for key in ("step_time_s", "examples_per_s", "model_flops_per_example", "tflops_per_s",
+              "mfu", "device", "num_devices", "batch_size", "dtype", "compile_time_s"):
+    assert key in record, key
+  assert record["batch_size"] == 8 and record["num_devices"] == 8 and record["mfu"] is None
+  assert record["step_time_s"] > 0 and record["model_flops_per_example"] > 0
+
+
+def test_analytic_flops_of_the_base_model():
+  """≈52 GFLOP per example for the base model's train step at 36 tokens / 37 regions."""
+  import vilbert_jax as vj  # pylint: disable=g-import-not-at-top
+  flops = benchmark.model_flops_per_example(vj.preset("base"), 36, 37)
+  assert 50e9 < flops < 54e9, flops
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.batch_sizee=3"], "batch_sizee"),
+    (["--config.model.v_biattention_id=(0,)"], "same length"),
+    (["--config.mode=predict"], "mode='predict'"),
+    (["--config.model.hidden_sise=3"], "hidden_sise"),
+])
+def test_bad_configs_fail_naming_the_key(data_dir, tmp_path, args, message):
+  proc = launch(*tiny_flags(data_dir, tmp_path, *args))
+  output = proc.communicate(timeout=240)[0]
+  assert proc.returncode != 0
+  assert message in output, output[-3000:]

@@ -1,0 +1,1 @@
+"""Evaluation that needs the model: scoring every caption against every image."""

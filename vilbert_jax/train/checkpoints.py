@@ -1,0 +1,88 @@
+"""Orbax checkpoints of the train state together with the data-iterator state.
+
+A run that stops (for any reason, SIGTERM included) and restarts with the same workdir
+resumes from the latest checkpoint: same parameters, same optimiser state, same position in the
+data stream, same dropout keys.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import signal
+import threading
+from typing import Any, Optional
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+from vilbert_jax.train.state import TrainState
+
+
+class Checkpoints:
+  """Periodic/final saves (keep the newest ``keep``) and automatic restore, in ``directory``."""
+
+  def __init__(self, directory: str | pathlib.Path, keep: int = 3):
+    self.directory = pathlib.Path(directory).absolute()
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+
+  def latest_step(self) -> Optional[int]:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state: TrainState, data_iterator: Any) -> None:
+    """Saves (blocking until written) unless this step is already saved."""
+    if step in self.manager.all_steps():
+      return
+    args = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self.manager.save(step, args=ocp.args.Composite(**args))
+    self.manager.wait_until_finished()
+
+  def restore(self, abstract_state: TrainState, data_iterator: Any,
+              step: Optional[int] = None) -> TrainState:
+    """Restores into ``abstract_state``'s shardings; sets ``data_iterator``'s position."""
+    step = self.latest_step() if step is None else step
+    args = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    return restored["state"]
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_like(state: TrainState, shardings: TrainState) -> TrainState:
+  """ShapeDtypeStructs with shardings: what ``restore`` fills."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      state, shardings)
+
+
+class StopRequest:
+  """Set by SIGTERM (preemption) or SIGINT; the loop saves a checkpoint and exits cleanly."""
+
+  def __init__(self):
+    self._event = threading.Event()
+    self.signal_name: Optional[str] = None
+    self._previous = {}
+
+  def __enter__(self) -> "StopRequest":
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    self.signal_name = signal.Signals(signum).name
+    self._event.set()
+
+  def __bool__(self) -> bool:
+    return self._event.is_set()

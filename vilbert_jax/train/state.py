@@ -1,0 +1,61 @@
+"""The training state and its creation, already sharded on the mesh."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vilbert_jax import sharding
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step changes; the dropout key is derived from ``step``, so resuming from a
+  checkpoint continues the very same computation."""
+
+  step: jax.Array  # int32 scalar: optimiser steps taken.
+  params: Any  # Flax params (unboxed).
+  opt_state: Any  # Optax state.
+
+
+def state_shardings(abstract_boxed_params: Any, abstract_state: TrainState,
+                    tx: optax.GradientTransformation, mesh: Mesh,
+                    rules: sharding.Rules) -> TrainState:
+  """Shardings of a TrainState: params per the axis rules, optimiser moments like their
+  params, everything else replicated."""
+  params = sharding.param_shardings(abstract_boxed_params, mesh, rules)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  opt_state = optax.tree_map_params(tx, lambda _, s: s, abstract_state.opt_state, params,
+                                    transform_non_params=lambda _: replicated)
+  return TrainState(step=replicated, params=params, opt_state=opt_state)
+
+
+def create_train_state(init_params_fn: Callable[[jax.Array], Any],
+                       tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+                       rules: sharding.Rules) -> tuple[TrainState, TrainState]:
+  """Initialises params and optimiser state directly into their shardings.
+
+  ``init_params_fn(rng)`` returns the model's (boxed) ``params`` collection.
+  Returns ``(state, shardings)``.
+  """
+  abstract_boxed = jax.eval_shape(init_params_fn, rng)
+
+  def init(rng):
+    params = nn.unbox(init_params_fn(rng))
+    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                      opt_state=tx.init(params))
+  shardings = state_shardings(abstract_boxed, jax.eval_shape(init, rng), tx, mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def with_params(state: TrainState, params: Any, shardings: TrainState) -> TrainState:
+  """``state`` with ``params`` (host arrays, e.g. from a checkpoint) placed per ``shardings``."""
+  placed = jax.tree.map(lambda x, s: jax.device_put(x, s), params, shardings.params)
+  return state.replace(params=placed)
