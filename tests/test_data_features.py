@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from data_fixtures import random_record
+from vilbert_jax.data import store_reader
 from vilbert_jax.data.features import (FeatureStoreError, UnsafePickleError, encode_tsv_line,
                                        open_feature_store, safe_loads)
 
@@ -185,3 +186,18 @@ def test_unrecognised_paths(tmp_path):
   (tmp_path / "x.txt").write_text("hi")
   with pytest.raises(FeatureStoreError, match="cannot tell the feature format"):
     open_feature_store(str(tmp_path))
+
+
+def test_raw_records_decode_in_worker_processes(tmp_path):
+  """LMDB and npz records cross process boundaries undecoded (parallel builds)."""
+  records = _records(6)
+  _write_lmdb(tmp_path / "feats.lmdb", [(r.image_id.encode(), _original_pickle(r))
+                                        for r in records])
+  skips = store_reader.SkipLog(allowed=True)
+  store = open_feature_store(str(tmp_path / "feats.lmdb"), feature_dim=8)
+  ids = [r.image_id for r in records] + ["404"]
+  decoded = list(store_reader.images(store, ids, skips, num_workers=2))
+  assert [i for i, _ in decoded] == ids[:-1]
+  for a, (_, b) in zip(records, decoded):
+    _assert_same(a, b)
+  assert skips.skipped == ["image_id 404 is not in " + str(tmp_path / "feats.lmdb")]
