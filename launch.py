@@ -29,8 +29,9 @@ def main(argv):
   if config.mode not in _MODES:
     raise app.UsageError(f"--config.mode={config.mode!r}: choose from {_MODES}")
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir",
-                    os.path.expanduser("~/.cache/vilbert_jax/jax_compilation_cache"))
+  if not jax.config.jax_compilation_cache_dir:  # persistent cache unless set by the environment
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser("~/.cache/vilbert_jax/jax_compilation_cache"))
   from vilbert_jax.train import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize(config)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/TFDS chatter off the console.

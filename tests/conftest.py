@@ -6,6 +6,8 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Compiled programs are reused across the tests' subprocesses and repeated runs.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", "/tmp/vilbert_jax_test_compilation_cache")
 
 import pathlib  # noqa: E402
 

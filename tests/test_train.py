@@ -77,8 +77,8 @@ def test_sharded_run_matches_single_device(data_dir):
 
 
 def test_sigterm_saves_and_resume_gives_identical_parameters(data_dir, tmp_path):
-  flags = dict(num_train_steps=10, log_every_steps=1, checkpoint_every_steps=100,
-               eval_every_steps=0)
+  flags = {"num_train_steps": 10, "log_every_steps": 1, "checkpoint_every_steps": 100,
+           "eval_every_steps": 0, "eval.retrieval_images": 0}
   uninterrupted = tmp_path / "straight"
   trainer.train_and_evaluate(tiny_config(data_dir, **flags), str(uninterrupted))
 
@@ -137,3 +137,29 @@ def test_bad_configs_fail_naming_the_key(data_dir, tmp_path, args, message):
   output = proc.communicate(timeout=240)[0]
   assert proc.returncode != 0
   assert message in output, output[-3000:]
+
+
+def _worker(port, processes, pid, local_devices):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  env = {k: v for k, v in __import__("os").environ.items() if k != "XLA_FLAGS"}
+  return subprocess.Popen([sys.executable, str(pathlib.Path(__file__).parent /
+                                               "distributed_worker.py"),
+                           str(port), str(processes), str(pid), str(local_devices)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def test_two_processes_agree_with_one_on_the_same_global_batch():
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  workers = [_worker(port, 2, pid, 2) for pid in range(2)]
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert all(w.returncode == 0 for w in workers), outputs
+  two = json.loads(outputs[0].strip().splitlines()[-1])
+  single = _worker(0, 1, 0, 4)
+  one = json.loads(single.communicate(timeout=300)[0].strip().splitlines()[-1])
+  assert (two["processes"], two["devices"]) == (2, 4)
+  assert (one["processes"], one["devices"]) == (1, 4)
+  np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)

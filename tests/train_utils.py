@@ -1,4 +1,8 @@
-"""A tiny pretraining config on a tiny synthetic dataset, shared by the training tests."""
+"""A tiny pretraining config on a tiny synthetic dataset, shared by the training tests.
+
+The same overrides serve in-process runs (``tiny_config``) and ``launch.py`` subprocesses
+(``tiny_flags``), so both train the very same model.
+"""
 
 from __future__ import annotations
 
@@ -11,56 +15,44 @@ from configs import pretrain_synthetic
 
 ROOT = pathlib.Path(__file__).parents[1]
 
+TINY = {
+    "model.hidden_size": 32, "model.num_attention_heads": 2, "model.intermediate_size": 48,
+    "model.v_hidden_size": 24, "model.v_num_attention_heads": 2,
+    "model.v_intermediate_size": 40, "model.bi_hidden_size": 16,
+    "model.bi_num_attention_heads": 2, "model.v_feature_size": 16,
+    "data.synthetic.feature_dim": 16, "data.synthetic.num_train": 128,
+    "data.synthetic.num_validation": 48, "data.synthetic.num_test": 16,
+    "data.max_text_len": 16, "data.num_visual_tokens": 13,
+    "batch_size": 16, "num_train_steps": 6, "log_every_steps": 2, "eval_every_steps": 0,
+    "checkpoint_every_steps": 4, "eval.num_batches": 2, "eval.retrieval_images": 8,
+    "optimizer.learning_rate": 3e-3, "optimizer.eps": 1e-6,
+}
 
-def tiny_config(data_dir: str, **overrides):
+
+def _set(config, key: str, value) -> None:
+  *parents, leaf = key.split(".")
+  for p in parents:
+    config = config[p]
+  config[leaf] = value
+
+
+def tiny_config(data_dir, **overrides):
+  """The demo config shrunk by ``TINY``, reading/building data in ``data_dir``."""
   c = pretrain_synthetic.get_config()
-  c.model.update(hidden_size=32, num_attention_heads=2, intermediate_size=48, v_hidden_size=24,
-                 v_num_attention_heads=2, v_intermediate_size=40, bi_hidden_size=16,
-                 bi_num_attention_heads=2, v_feature_size=16)
-  c.data.data_dir = str(data_dir)
-  c.data.synthetic.update(feature_dim=16, num_train=128, num_validation=48, num_test=16)
-  c.data.max_text_len = 16
-  c.data.num_visual_tokens = 13
-  c.batch_size = 16
-  c.num_train_steps = 6
-  c.log_every_steps = 2
-  c.eval_every_steps = 0
-  c.checkpoint_every_steps = 4
-  c.eval.num_batches = 2
-  c.eval.retrieval_images = 8
-  c.optimizer.learning_rate = 3e-3
-  for key, value in overrides.items():
-    target = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  for key, value in {**TINY, "data.data_dir": str(data_dir), **overrides}.items():
+    _set(c, key, value)
   return c
 
 
-def launch(*args: str, env: dict | None = None, timeout: int = 300, **popen) -> subprocess.Popen:
-  """Starts ``python launch.py ARGS`` from the repository root."""
+def tiny_flags(data_dir, workdir, *extra: str) -> list[str]:
+  """``launch.py`` arguments equal to ``tiny_config(data_dir)``, then ``extra``."""
+  overrides = {**TINY, "data.data_dir": str(data_dir)}
+  return (["--config", "configs/pretrain_synthetic.py", "--workdir", str(workdir)]
+          + [f"--config.{k}={v}" for k, v in overrides.items()] + list(extra))
+
+
+def launch(*args: str, env: dict | None = None) -> subprocess.Popen:
+  """Starts ``python launch.py ARGS`` from the repository root (output in ``stdout``)."""
   full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
   return subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, env=full_env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
-
-
-def tiny_flags(data_dir: str, workdir: str, *extra: str) -> list[str]:
-  """Command-line overrides equal to ``tiny_config`` for ``launch.py``."""
-  c = tiny_config(data_dir)
-  flags = ["--config", "configs/pretrain_synthetic.py", "--workdir", str(workdir)]
-  for key in ("hidden_size", "num_attention_heads", "intermediate_size", "v_hidden_size",
-              "v_num_attention_heads", "v_intermediate_size", "bi_hidden_size",
-              "bi_num_attention_heads", "v_feature_size"):
-    flags.append(f"--config.model.{key}={c.model[key]}")
-  for key in ("feature_dim", "num_train", "num_validation", "num_test"):
-    flags.append(f"--config.data.synthetic.{key}={c.data.synthetic[key]}")
-  for key in ("data.data_dir", "data.max_text_len", "data.num_visual_tokens", "batch_size",
-              "num_train_steps", "log_every_steps", "eval_every_steps",
-              "checkpoint_every_steps", "eval.num_batches", "eval.retrieval_images",
-              "optimizer.learning_rate"):
-    value = c
-    for part in key.split("."):
-      value = value[part]
-    flags.append(f"--config.{key}={value}")
-  return flags + list(extra)
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
