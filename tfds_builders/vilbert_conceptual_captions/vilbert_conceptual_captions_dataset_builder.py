@@ -55,18 +55,13 @@ class CaptionsConfig(records.RegionBuilderConfig):
 class Builder(RegionDatasetBuilder):
   """Conceptual Captions pairs for the masked-modelling and alignment pretraining tasks."""
   name = "vilbert_conceptual_captions"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [CaptionsConfig(name="default")]
-  DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
 
   def _info(self) -> tfds.core.DatasetInfo:
     spec = records.image_feature_spec(self.builder_config, self.builder_config.cls_prob_width)
     spec["captions"] = tfds.features.Sequence(tfds.features.Text())
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(spec),
-                                 metadata=self._metadata(), disable_shuffling=True)
+    return self._dataset_info(spec)
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)

@@ -37,19 +37,14 @@ class RetrievalConfig(records.RegionBuilderConfig):
 class Builder(RegionDatasetBuilder):
   """Flickr30k retrieval: image regions, 5 captions, hard negatives on train."""
   name = "vilbert_flickr30k"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [RetrievalConfig(name="default")]
-  DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
 
   def _info(self) -> tfds.core.DatasetInfo:
     spec = records.image_feature_spec(self.builder_config, None)
     spec["captions"] = tfds.features.Sequence(tfds.features.Text())
     spec["hard_negatives"] = tfds.features.Tensor(shape=(None,), dtype=np.int32)
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(spec),
-                                 metadata=self._metadata(), disable_shuffling=True)
+    return self._dataset_info(spec)
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)

@@ -42,10 +42,7 @@ def load_refs(manual_dir: str) -> List[Dict]:
 class Builder(RegionDatasetBuilder):
   """RefCOCO+ referring expressions: regions + expression + ground-truth box."""
   name = "vilbert_refcoco_plus"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [records.RegionBuilderConfig(name="default")]
-  DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -55,9 +52,7 @@ class Builder(RegionDatasetBuilder):
         "ref_box": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
         "ref_id": tfds.features.Tensor(shape=(None,), dtype=np.int64),
     })
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(spec),
-                                 metadata=self._metadata(), disable_shuffling=True)
+    return self._dataset_info(spec)
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)

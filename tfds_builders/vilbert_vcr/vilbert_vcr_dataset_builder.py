@@ -71,10 +71,7 @@ def read_items(path: str) -> Dict[str, List[Dict]]:
 class Builder(RegionDatasetBuilder):
   """VCR: 4 answers and 4 rationales per question."""
   name = "vilbert_vcr"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [records.RegionBuilderConfig(name="default")]
-  DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -86,9 +83,7 @@ class Builder(RegionDatasetBuilder):
         "mc_rationales": tfds.features.Sequence(tfds.features.Text()),
         "mc_rationale_label": tfds.features.Tensor(shape=(None,), dtype=np.int32),
     })
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(spec),
-                                 metadata=self._metadata(), disable_shuffling=True)
+    return self._dataset_info(spec)
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)

@@ -68,10 +68,7 @@ def _by_image(questions: List[Dict], answers: Dict[int, Dict]) -> Dict[int, List
 class Builder(RegionDatasetBuilder):
   """VQA v2 with soft-score targets over the 3129-answer vocabulary."""
   name = "vilbert_vqa2"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [VqaConfig(name="default")]
-  DEFAULT_CONFIG_NAME = "default"
   MANUAL_DOWNLOAD_INSTRUCTIONS = __doc__
 
   def _info(self) -> tfds.core.DatasetInfo:
@@ -81,9 +78,7 @@ class Builder(RegionDatasetBuilder):
         "vqa_question_id": tfds.features.Tensor(shape=(None,), dtype=np.int64),
         "vqa_answers": tfds.features.Sequence(tfds.features.Text()),
     })
-    return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                 features=tfds.features.FeaturesDict(spec),
-                                 metadata=self._metadata(), disable_shuffling=True)
+    return self._dataset_info(spec)
 
   def _split_generators(self, dl_manager):
     manual_dir = self._start(dl_manager)

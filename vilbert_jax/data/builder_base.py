@@ -19,6 +19,10 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     num_workers: processes decoding feature records (0 = this process).
   """
 
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  DEFAULT_CONFIG_NAME = "default"
+
   def __init__(self, *, skip_bad_rows: bool = False, num_workers: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.skips = store_reader.SkipLog(allowed=skip_bad_rows)
@@ -27,6 +31,12 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
 
   def _metadata(self) -> tfds.core.MetadataDict:
     return tfds.core.MetadataDict()
+
+  def _dataset_info(self, spec: dict) -> tfds.core.DatasetInfo:
+    """The DatasetInfo of feature ``spec``; records keep build order (no TFDS shuffling)."""
+    return tfds.core.DatasetInfo(builder=self, description=self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                 features=tfds.features.FeaturesDict(spec),
+                                 metadata=self._metadata(), disable_shuffling=True)
 
   def _start(self, dl_manager) -> str:
     """Checks the manual dir and records the skip list in the metadata; returns the dir."""
