@@ -123,7 +123,7 @@ def _brute_force_ranks(scores, gt):
   for c in range(scores.shape[0]):
     rank = 1
     for i in range(scores.shape[1]):
-      if scores[c, i] > scores[c, gt[c]]:
+      if i != gt[c] and scores[c, i] >= scores[c, gt[c]]:
         rank += 1
     ranks.append(rank)
   return np.array(ranks)
@@ -146,16 +146,16 @@ def test_recall_matches_brute_force(seed, num_levels):
 
 
 def test_recall_hand_case_with_ties():
-  scores = np.array([[0.9, 0.5, 0.9, 0.1],    # gt 2 ties with image 0: rank 1
-                     [0.5, 0.9, 0.5, 0.1],    # gt 0 ties with image 2, below 1: rank 2
-                     [0.3, 0.3, 0.3, 0.3],    # all tied: rank 1
-                     [0.4, 0.3, 0.2, 0.1]])   # gt 3 is last: rank 4
+  scores = np.array([[0.9, 0.5, 0.9, 0.1],    # gt 2 ties with image 0: rank 2
+                     [0.5, 0.9, 0.5, 0.1],    # gt 0 ties with image 2, below 1: rank 3
+                     [0.3, 0.3, 0.3, 0.3],    # all tied (a collapsed model): rank 4, last
+                     [0.4, 0.3, 0.2, 0.5]])   # gt 3 is first: rank 1
   gt = np.array([2, 0, 1, 3])
-  np.testing.assert_array_equal(metrics.retrieval_ranks(scores, gt), [1, 2, 1, 4])
+  np.testing.assert_array_equal(metrics.retrieval_ranks(scores, gt), [2, 3, 4, 1])
   result = metrics.recall_at_k(scores, gt, ks=(1, 2, 5))
-  # ranks 1, 2, 1, 4: median 1.5 -> floor 1 (original: floor(median(0-based) + 1))
-  assert result == {"R@1": 50.0, "R@2": 75.0, "R@5": 100.0, "median_rank": 1.0,
-                    "mean_rank": 2.0}
+  # ranks 2, 3, 4, 1: median 2.5 -> floor 2 (original: floor(median(0-based) + 1))
+  assert result == {"R@1": 25.0, "R@2": 50.0, "R@5": 100.0, "median_rank": 2.0,
+                    "mean_rank": 2.5}
 
 
 def test_recall_rejects_bad_inputs():

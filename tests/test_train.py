@@ -62,18 +62,28 @@ def _losses_after_steps(config, devices, steps=3):
     for _ in range(steps):
       state, metrics = step(state, train_data.to_global(batch, run.mesh))
       losses.append(float(metrics["loss/total"]))
-  return losses, jax.device_get(state.params)
+  return losses, jax.device_get(state.params), jax.device_get(run.state.params)
 
 
 def test_sharded_run_matches_single_device(data_dir):
-  one, params_one = _losses_after_steps(tiny_config(data_dir), jax.devices()[:1])
+  one, params_one, _ = _losses_after_steps(tiny_config(data_dir), jax.devices()[:1])
   config = tiny_config(data_dir)
   config.mesh.update(data=2, fsdp=2, tensor=2)
-  many, params_many = _losses_after_steps(config, None)
+  many, params_many, _ = _losses_after_steps(config, None)
   assert one[-1] < one[0]  # it trains
   np.testing.assert_allclose(many, one, rtol=2e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params_many, params_one)
+
+
+def test_frozen_parameters_stay_fixed_on_a_sharded_mesh(data_dir):
+  config = tiny_config(data_dir, **{"optimizer.frozen": (r"^backbone/text_embeddings/",)})
+  config.mesh.update(data=4, tensor=2)
+  _, final, initial = _losses_after_steps(config, None, steps=2)
+  jax.tree.map(np.testing.assert_array_equal, final["backbone"]["text_embeddings"],
+               initial["backbone"]["text_embeddings"])
+  assert not np.array_equal(final["region_head"]["decoder"]["kernel"],
+                            initial["region_head"]["decoder"]["kernel"])
 
 
 def test_sigterm_saves_and_resume_gives_identical_parameters(data_dir, tmp_path):

@@ -2,9 +2,10 @@
 
 Each caption is a query over all images of the split (Flickr30k test: 5000 captions, 1000
 images); its rank is the 1-based position of its ground-truth image when the images are sorted
-by decreasing score. Ties are resolved in the caption's favour: rank = 1 + the number of images
-scoring strictly higher than the ground truth. (The original ViLBERT code sorts with an unstable
-``argsort``, which leaves the order of tied images unspecified.)
+by decreasing score. Ties count against the caption: rank = 1 + the number of other images
+scoring at least as high as the ground truth, so a model that gives every image the same
+score ranks last, not first. (The original ViLBERT code sorts with an unstable ``argsort``,
+which leaves the order of tied images unspecified.)
 """
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def retrieval_ranks(scores: np.ndarray, gt_image: np.ndarray) -> np.ndarray:
     caption, image = np.argwhere(~np.isfinite(scores))[0]
     raise ValueError(f"non-finite retrieval score (first at caption {caption}, image {image}).")
   gt_scores = scores[np.arange(num_captions), gt_image]
-  return 1 + np.sum(scores > gt_scores[:, None], axis=1, dtype=np.int64)
+  # Counting the ground truth itself makes this 1 + the other images at least as high.
+  return np.sum(scores >= gt_scores[:, None], axis=1, dtype=np.int64)
 
 
 def recall_at_k(scores: np.ndarray, gt_image: np.ndarray,
@@ -57,7 +59,7 @@ def recall_at_k(scores: np.ndarray, gt_image: np.ndarray,
   Returns:
     {"R@K": percent of captions whose rank <= K, for each K in `ks`;
      "median_rank": floor of the median rank (as the original code: floor(median(rank0) + 1)
-     with 0-based rank0); "mean_rank": mean rank}. Ranks are 1-based, ties in the caption's
+     with 0-based rank0); "mean_rank": mean rank}. Ranks are 1-based, ties against the caption's
     favour (see `retrieval_ranks`).
   """
   ranks = retrieval_ranks(scores, gt_image)

@@ -114,7 +114,10 @@ def scale_per_parameter(multipliers: Any) -> optax.GradientTransformation:
   """Multiplies each update by a fixed per-parameter factor (a tree like the params)."""
   def update(updates, state, params=None):
     del params
-    return jax.tree.map(lambda u, m: u * m if m != 1.0 else u, updates, multipliers), state
+    # Inside optax.multi_transform, frozen parameters arrive as MaskedNode placeholders.
+    scale = lambda u, m: u if isinstance(u, optax.MaskedNode) or m == 1.0 else u * m  # noqa: E731
+    return jax.tree.map(scale, updates, multipliers,
+                        is_leaf=lambda x: isinstance(x, optax.MaskedNode)), state
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 

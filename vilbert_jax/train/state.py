@@ -30,8 +30,11 @@ def state_shardings(abstract_boxed_params: Any, abstract_state: TrainState,
   params, everything else replicated."""
   params = sharding.param_shardings(abstract_boxed_params, mesh, rules)
   replicated = NamedSharding(mesh, PartitionSpec())
-  opt_state = optax.tree_map_params(tx, lambda _, s: s, abstract_state.opt_state, params,
-                                    transform_non_params=lambda _: replicated)
+  # Frozen parameters (optax.multi_transform) hold a MaskedNode instead of moments.
+  masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+  opt_state = optax.tree_map_params(
+      tx, lambda p, s: p if masked(p) else s, abstract_state.opt_state, params,
+      transform_non_params=lambda _: replicated, is_leaf=masked)
   return TrainState(step=replicated, params=params, opt_state=opt_state)
 
 
