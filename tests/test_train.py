@@ -173,3 +173,24 @@ def test_two_processes_agree_with_one_on_the_same_global_batch():
   assert (two["processes"], two["devices"]) == (2, 4)
   assert (one["processes"], one["devices"]) == (1, 4)
   np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-5)
+
+
+def test_non_finite_loss_stops_naming_the_step():
+  history = [{"loss/total": 1.0, "loss/masked_lm": 0.5},
+             {"loss/total": float("nan"), "loss/masked_lm": float("nan")}]
+  with pytest.raises(trainer.NonFiniteLossError, match="non-finite loss at step 8"):
+    trainer._check_finite(history, first_step=7)  # pylint: disable=protected-access
+  trainer._check_finite(history[:1], first_step=7)  # pylint: disable=protected-access
+
+
+def test_initial_params_overlay_reports_loaded_fresh_and_ignored():
+  from vilbert_jax.train.initialization import overlay_params  # pylint: disable=g-import-not-at-top
+  fresh = {"backbone": {"w": np.zeros(2)}, "vqa_head": {"w": np.zeros(3)}}
+  loaded = {"backbone": {"w": np.ones(2)}, "masked_lm_head": {"bias": np.ones(4)}}
+  params, report = overlay_params(fresh, loaded, "ckpt")
+  np.testing.assert_array_equal(params["backbone"]["w"], 1.0)
+  np.testing.assert_array_equal(params["vqa_head"]["w"], 0.0)
+  assert report.loaded == ("backbone/w",) and report.fresh == ("vqa_head/w",)
+  assert report.ignored == ("masked_lm_head/bias",)
+  with pytest.raises(ValueError, match="backbone/w: checkpoint"):
+    overlay_params(fresh, {"backbone": {"w": np.ones(3)}}, "ckpt")
