@@ -25,6 +25,7 @@ TINY = {
     "model.initializer_range": 0.02, "model.hidden_dropout_prob": 0.1,
     "model.v_hidden_dropout_prob": 0.1, "model.attention_probs_dropout_prob": 0.1,
     "model.v_attention_probs_dropout_prob": 0.1, "data.worker_count": 0,
+    "masking.masked_loss_on_mismatch": True,
     "data.synthetic.feature_dim": 16, "data.synthetic.num_train": 128,
     "data.synthetic.num_validation": 48, "data.synthetic.num_test": 16,
     "data.max_text_len": 16, "data.num_visual_tokens": 13,
