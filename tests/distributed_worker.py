@@ -25,7 +25,6 @@ if num_processes > 1:
 from train_utils import tiny_config  # noqa: E402  pylint: disable=g-import-not-at-top
 from vilbert_jax.train import benchmark, trainer  # noqa: E402  pylint: disable=g-import-not-at-top
 from vilbert_jax.train import data as train_data  # noqa: E402  pylint: disable=g-import-not-at-top
-from vilbert_jax.train.step import make_train_step  # noqa: E402  pylint: disable=g-import-not-at-top
 
 config = tiny_config("/nonexistent")  # no data is read: the batch is synthetic
 run = trainer.setup(config, num_examples=64)
@@ -33,8 +32,7 @@ batch = benchmark.synthetic_batch(run.cfg, config.batch_size, config.data.max_te
                                   config.data.num_visual_tokens)
 rows = config.batch_size // num_processes
 local = {k: v[process_id * rows:(process_id + 1) * rows] for k, v in batch.items()}
-step = jax.jit(make_train_step(run.loss_fn, run.tx, run.schedule, 0),
-               in_shardings=(run.shardings, None), out_shardings=(run.shardings, None))
+step = run.jit_train_step(donate=False)
 state, losses = run.state, []
 with jax.set_mesh(run.mesh):
   for _ in range(3):

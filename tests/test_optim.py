@@ -57,7 +57,7 @@ def _opt(**overrides) -> ml_collections.ConfigDict:
 def test_frozen_and_zero_multiplier_parameters_never_change(name):
   opt = _opt(name=name, frozen=(r"^layer/layer_norm/",), lr_multipliers=((r"^head/", 0.0),),
              learning_rate=0.1)
-  tx = optim.make_optimizer(opt, PARAMS, total_steps=10)
+  tx, _ = optim.make_optimizer(opt, PARAMS, total_steps=10)
   params, state = PARAMS, tx.init(PARAMS)
   for _ in range(3):
     grads = jax.tree.map(jnp.ones_like, params)

@@ -13,7 +13,6 @@ import pytest
 from train_utils import launch, tiny_config, tiny_flags
 from vilbert_jax.train import benchmark, trainer
 from vilbert_jax.train import data as train_data
-from vilbert_jax.train.step import make_train_step
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +54,7 @@ def _losses_after_steps(config, devices, steps=3):
   run = trainer.setup(config, num_examples=64, devices=devices)
   batch = benchmark.synthetic_batch(run.cfg, config.batch_size, config.data.max_text_len,
                                     config.data.num_visual_tokens)
-  step = jax.jit(make_train_step(run.loss_fn, run.tx, run.schedule, 0),
-                 in_shardings=(run.shardings, None), out_shardings=(run.shardings, None))
+  step = run.jit_train_step(donate=False)
   state, losses = run.state, []
   with jax.set_mesh(run.mesh):
     for _ in range(steps):

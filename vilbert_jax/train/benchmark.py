@@ -22,7 +22,6 @@ import numpy as np
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.train import data as train_data
 from vilbert_jax.train import trainer
-from vilbert_jax.train.step import make_train_step
 
 # Dense peak FLOP/s per chip by (device kind prefix, compute dtype); None when unknown (CPU).
 PEAK_FLOPS = {
@@ -101,10 +100,7 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
   r = trainer.setup(config, num_examples=1)
   batch = synthetic_batch(r.cfg, bench.batch_size, text_len, num_visual)
   global_batch = train_data.to_global(batch, r.mesh)
-  step_fn = jax.jit(make_train_step(r.loss_fn, r.tx, r.schedule, config.seed,
-                                    config.grad_accum_steps),
-                    in_shardings=(r.shardings, None), out_shardings=(r.shardings, None),
-                    donate_argnums=0)
+  step_fn = r.jit_train_step()
   t0 = time.perf_counter()
   with jax.set_mesh(r.mesh):
     compiled = step_fn.lower(r.state, global_batch).compile()

@@ -121,8 +121,10 @@ def scale_per_parameter(multipliers: Any) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
 
 
-def make_optimizer(opt: Any, params: Any, total_steps: int) -> optax.GradientTransformation:
-  """The optimiser described by the ``config.optimizer`` block (see configs/)."""
+def make_optimizer(opt: Any, params: Any, total_steps: int
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """The optimiser described by the ``config.optimizer`` block (see configs/), and its
+  learning-rate schedule."""
   schedule = make_schedule(opt.schedule, opt.learning_rate, total_steps, opt.warmup_fraction,
                            tuple(opt.get("decay_steps", ())), opt.get("decay_factor", 0.1))
   mask = decay_mask(params, opt.weight_decay_grouping)
@@ -138,7 +140,7 @@ def make_optimizer(opt: Any, params: Any, total_steps: int) -> optax.GradientTra
   multipliers = tree_by_regex(params, [tuple(p) for p in opt.lr_multipliers], 1.0)
   tx = optax.chain(*core, optax.add_decayed_weights(opt.weight_decay, mask),
                    optax.scale_by_learning_rate(schedule), scale_per_parameter(multipliers))
-  if not opt.frozen:
-    return tx
-  labels = tree_by_regex(params, [(p, "frozen") for p in opt.frozen], "trained")
-  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+  if opt.frozen:
+    labels = tree_by_regex(params, [(p, "frozen") for p in opt.frozen], "trained")
+    tx = optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+  return tx, schedule

@@ -88,6 +88,14 @@ class Run:
   shardings: TrainState
   loss_fn: Any
 
+  def jit_train_step(self, donate: bool = True):
+    """The jitted ``train_step(state, batch)``: state in and out in its shardings, the batch
+    already sharded (``train_data.to_global``); the old state is donated unless told not to."""
+    step = make_train_step(self.loss_fn, self.tx, self.schedule, self.config.seed,
+                           self.config.grad_accum_steps)
+    return jax.jit(step, in_shardings=(self.shardings, None),
+                   out_shardings=(self.shardings, None), donate_argnums=0 if donate else ())
+
 
 def setup(config: ml_collections.ConfigDict, num_examples: int,
           devices: Optional[Sequence[jax.Device]] = None) -> Run:
@@ -101,9 +109,7 @@ def setup(config: ml_collections.ConfigDict, num_examples: int,
   init_fn = lambda rng: model.init(rng, *inputs)["params"]  # noqa: E731
   abstract_params = nn.unbox(jax.eval_shape(init_fn, jax.random.key(0)))
   opt = optimizer_config(config)
-  tx = optim.make_optimizer(opt, abstract_params, steps)
-  schedule = optim.make_schedule(opt.schedule, opt.learning_rate, steps, opt.warmup_fraction,
-                                 tuple(opt.decay_steps), opt.decay_factor)
+  tx, schedule = optim.make_optimizer(opt, abstract_params, steps)
   state, shardings = create_train_state(init_fn, tx, jax.random.key(config.seed), mesh,
                                         sharding.DEFAULT_RULES)
   loss_fn = make_loss_fn(model)
@@ -142,11 +148,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       state = with_params(state, params, run.shardings)
       print(report.summary())
 
-  batch_shardings = None  # inputs arrive already sharded (train_data.to_global)
-  train_step = jax.jit(
-      make_train_step(run.loss_fn, run.tx, run.schedule, config.seed, config.grad_accum_steps),
-      in_shardings=(run.shardings, batch_shardings), out_shardings=(run.shardings, None),
-      donate_argnums=0)
+  train_step = run.jit_train_step()
   evaluator = PretrainingEvaluator(config, run.model, run.mesh, make_eval_step(run.loss_fn),
                                    tok)
   writer = MetricWriter(workdir_path)
