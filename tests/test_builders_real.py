@@ -88,7 +88,9 @@ def _vqa_files(manual):
     return {"question_id": qid, "image_id": image, "question": text}
 
   def a(qid, image, answers):
+    answer_type = {"two": "number", "yes": "yes/no"}.get(answers[0], "other")
     return {"question_id": qid, "image_id": image, "multiple_choice_answer": answers[0],
+            "answer_type": answer_type,
             "answers": [{"answer": x, "answer_id": i + 1} for i, x in enumerate(answers)]}
   ten = lambda main, other, n_main: [main] * n_main + [other] * (10 - n_main)
   _json(manual / "v2_OpenEnded_mscoco_train2014_questions.json",
@@ -118,6 +120,7 @@ def test_vqa2_splits_answers_and_soft_scores(tmp_path):
   assert source["minval"][0]["image_id"] == b"103"
   first = source["trainval"][0]
   assert first["vqa_question_id"].tolist() == [1, 2]
+  assert first["vqa_answer_type"] == [b"other", b"number"]
   assert first["vqa_answers"][:2] == [b"red", b"red"] and first["vqa_answers"][10] == b"2"
   split = tfds_io.open_split(name, data_dir, "trainval")
   assert split.metadata["answer_vocab"] == ["red", "yes", "2"]  # by count, then name

@@ -45,8 +45,10 @@ class SyntheticScenesConfig(records.RegionBuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
   """Synthetic scenes for pretraining, VQA, referring expressions, VCR and retrieval."""
   name = "vilbert_synthetic_scenes"
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "VQA question ids (unique per split), answer types; answers "
+                            "stored normalised."}
   BUILDER_CONFIGS = [
       SyntheticScenesConfig(name="default", description="128-d features, 20 classes."),
       SyntheticScenesConfig(name="paper_shapes", feature_dim=2048, num_train=2000,
@@ -62,6 +64,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         "captions": tfds.features.Sequence(tfds.features.Text()),
         "vqa_question": tfds.features.Sequence(tfds.features.Text()),
         "vqa_answers": tfds.features.Sequence(tfds.features.Text()),
+        "vqa_question_id": tfds.features.Tensor(shape=(None,), dtype=np.int64),
+        "vqa_answer_type": tfds.features.Sequence(tfds.features.Text()),
         "ref_expression": tfds.features.Sequence(tfds.features.Text()),
         "ref_box": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),
         "mc_question": tfds.features.Sequence(tfds.features.Text()),
@@ -94,6 +98,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     for i in range(num):
       image, annotations = generator.scene(split, i)
       example = {**records.image_example(image, c, c.num_classes + 1), **annotations}
+      # Stored normalised ("two" -> "2"), as the VQA annotation files and vilbert_vqa2 hold them.
+      example["vqa_answers"] = [vqa_metrics.normalize_answer(a) for a in example["vqa_answers"]]
       example["hard_negatives"] = (neighbours[i] if split == "train"
                                    else np.zeros(0, np.int32))
       yield i, example

@@ -58,6 +58,7 @@ def _by_image(questions: List[Dict], answers: Dict[int, Dict]) -> Dict[int, List
     ann = answers.get(q["question_id"])
     q["answers"] = ([vqa_metrics.normalize_answer(a["answer"]) for a in ann["answers"]]
                     if ann else [])
+    q["answer_type"] = ann.get("answer_type", "") if ann else ""
     if ann and len(q["answers"]) != records.NUM_ANSWERS:
       raise ValueError(f"question {q['question_id']} has {len(q['answers'])} answers, "
                        f"expected {records.NUM_ANSWERS}")
@@ -77,6 +78,7 @@ class Builder(RegionDatasetBuilder):
         "vqa_question": tfds.features.Sequence(tfds.features.Text()),
         "vqa_question_id": tfds.features.Tensor(shape=(None,), dtype=np.int64),
         "vqa_answers": tfds.features.Sequence(tfds.features.Text()),
+        "vqa_answer_type": tfds.features.Sequence(tfds.features.Text()),
     })
     return self._dataset_info(spec)
 
@@ -119,4 +121,5 @@ class Builder(RegionDatasetBuilder):
       example["vqa_question"] = [q["question"] for q in questions]
       example["vqa_question_id"] = np.array([q["question_id"] for q in questions], np.int64)
       example["vqa_answers"] = [a for q in questions for a in q["answers"]]
+      example["vqa_answer_type"] = [q["answer_type"] for q in questions]
       yield key, example

@@ -18,7 +18,7 @@ C = class-distribution width):
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import grain.python as grain
 import numpy as np
@@ -29,8 +29,17 @@ from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
 
 
+class Item(NamedTuple):
+  """One task item: the element a transform receives."""
+
+  record_index: int  # Index of its record (image) in the split.
+  item: int  # Index of the item among the record's items of the task.
+  record: Dict  # The decoded record.
+  index: int  # Flat index of the item among all the split's items of the task.
+
+
 class ItemSource(grain.RandomAccessDataSource):
-  """Random access to the items of one task: element = (record index, item, record)."""
+  """Random access to the items of one task: element = `Item`."""
 
   def __init__(self, split: SplitData, task: str):
     self.split = split
@@ -45,7 +54,7 @@ class ItemSource(grain.RandomAccessDataSource):
 
   def __getitem__(self, index: int):
     record, item = self.index.locate(int(index))
-    return record, item, self.split.records[record]
+    return Item(record, item, self.split.records[record], int(index))
 
 
 def text(value) -> str:
@@ -96,7 +105,7 @@ class PretrainingTransform(grain.RandomMapTransform):
   masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
 
   def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    record_index, item, record = element
+    record_index, item, record, _ = element
     rngs = split_rng(rng, 3)
     items = self.split.task_items("captions")
     caption = text(record["captions"][item])
@@ -139,9 +148,12 @@ def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
     worker_count: grain worker processes (0 = in this process). Workers need absl flags
       parsed, i.e. a program run under `absl.app.run`.
     read_threads: threads reading and transforming records in each process.
+    drop_remainder: drop the last partial batch (and the items that do not divide evenly
+      among processes); False for evaluation.
   """
-  shard_options = (grain.ShardByJaxProcess(drop_remainder=True) if shard is None
-                   else grain.ShardOptions(shard[0], shard[1], drop_remainder=True))
+  # Evaluation (drop_remainder=False) must see every item: the last shards may be shorter.
+  shard_options = (grain.ShardByJaxProcess(drop_remainder=drop_remainder) if shard is None
+                   else grain.ShardOptions(shard[0], shard[1], drop_remainder=drop_remainder))
   source = ItemSource(split, task)
   sampler = grain.IndexSampler(num_records=len(source), shard_options=shard_options,
                                shuffle=shuffle, num_epochs=num_epochs, seed=seed)

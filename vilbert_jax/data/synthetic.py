@@ -153,6 +153,9 @@ class SceneGenerator:
                            w, h, np.stack(probs)[order])
     annotations = _captions(rng, objects)
     annotations.update(_vqa(rng, objects, self.config.num_classes))
+    # Unique over the split (4 questions per scene), as VQA question ids are.
+    annotations["vqa_question_id"] = (index * len(annotations["vqa_question"])
+                                      + np.arange(len(annotations["vqa_question"]), dtype=np.int64))
     annotations.update(_referring(rng, objects))
     annotations.update(_multiple_choice(rng, objects, self.config.num_classes))
     return image, annotations
@@ -211,7 +214,8 @@ def _vqa(rng, objects: List[_Object], num_classes: int) -> Dict:
   answers += _noisy_answers(rng, "yes" if n else "no", ["yes", "no"])
   questions.append(f"what is {RELATIONS[_relation(a.box, b.box)]} the {_name(b)} ?")
   answers += _noisy_answers(rng, CLASSES[a.cls - 1], list(CLASSES[:num_classes]))
-  return {"vqa_question": questions, "vqa_answers": answers}
+  return {"vqa_question": questions, "vqa_answers": answers,
+          "vqa_answer_type": ["other", "number", "yes/no", "other"]}
 
 
 def _referring(rng, objects: List[_Object]) -> Dict:
