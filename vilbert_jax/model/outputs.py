@@ -35,16 +35,17 @@ class PretrainingOutput:
 
 @flax.struct.dataclass
 class TaskOutput:
-  """Outputs of the downstream-task model; original names in brackets."""
+  """Outputs of the downstream-task model; original names in brackets. A model built with
+  ``outputs=(...)`` computes only those heads and leaves the others None."""
 
   pooled: jax.Array  # [B, d_b] fused pooled vector before dropout.
-  vqa_logits: jax.Array  # [B, num_answers] (vil_prediction).
-  retrieval_score: jax.Array  # [B] caption-image / VCR option score (vil_logit).
-  alignment_logits: jax.Array  # [B, 2] pretraining alignment head (vil_binary_prediction).
-  region_logits: jax.Array  # [B, R, v_target_size] (vision_prediction).
-  grounding_logits: jax.Array  # [B, R] RefCOCO+ region score + additive mask (vision_logit).
-  mlm_logits: jax.Array  # [B, T, vocab] (linguisic_prediction).
-  text_token_logits: jax.Array  # [B, T] (linguisic_logit).
+  vqa_logits: Optional[jax.Array] = None  # [B, num_answers] (vil_prediction).
+  retrieval_score: Optional[jax.Array] = None  # [B] caption-image / VCR option score (vil_logit).
+  alignment_logits: Optional[jax.Array] = None  # [B, 2] alignment head (vil_binary_prediction).
+  region_logits: Optional[jax.Array] = None  # [B, R, v_target_size] (vision_prediction).
+  grounding_logits: Optional[jax.Array] = None  # [B, R] region score + additive mask (vision_logit).
+  mlm_logits: Optional[jax.Array] = None  # [B, T, vocab] (linguisic_prediction).
+  text_token_logits: Optional[jax.Array] = None  # [B, T] (linguisic_logit).
   gqa_logits: Optional[jax.Array] = None  # [B, 1533] 12-in-1 only (vil_prediction_gqa).
   pair_logits: Optional[jax.Array] = None  # [B/2, 2] 12-in-1 NLVR2 head, even B only.
   entailment_logits: Optional[jax.Array] = None  # [B, 3] 12-in-1 only (vil_tri_prediction).

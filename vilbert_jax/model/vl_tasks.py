@@ -1,7 +1,8 @@
 """The downstream-task model of the original releases: backbone, pretraining heads, task heads.
 
-All heads run on every call, as in the original ``VILBertForVLTasks``; a task reads the
-output it needs. Loading a released fine-tuned checkpoint gives this model.
+By default all heads run on every call, as in the original ``VILBertForVLTasks``; a task
+model built with ``outputs=("vqa_logits",)`` (say) runs only the heads it reads, with the same
+parameters (``init`` still creates every head, so released checkpoints load either way).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from vilbert_jax.model.heads import AlignmentHead, MaskedLMHead, region_head
 from vilbert_jax.model.outputs import TaskOutput
 from vilbert_jax.model.task_heads import GeluClassifier, answer_classifier, score_head
 from vilbert_jax.model.inputs import default_image_mask
+from vilbert_jax.model.layers import dropout
 from vilbert_jax.model.vilbert import backbone
 
 
@@ -32,6 +34,7 @@ class ViLBERTForVLTasks(nn.Module):
   head_variant: str = "neurips"  # "neurips" or "12in1".
   num_answers: int = 3129  # VQA answer vocabulary.
   num_gqa_answers: int = 1533  # GQA answer vocabulary (12-in-1 only).
+  outputs: tuple[str, ...] = ()  # TaskOutput fields to compute; () = all of them.
 
   def setup(self):
     cfg = self.cfg
@@ -40,7 +43,7 @@ class ViLBERTForVLTasks(nn.Module):
     self.masked_lm_head = MaskedLMHead(cfg)
     self.region_head = region_head(cfg)
     self.alignment_head = AlignmentHead(cfg)
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = dropout(cfg, cfg.hidden_dropout_prob)
     self.vqa_head = answer_classifier(cfg, self.head_variant, self.num_answers, "vqa_head")
     self.retrieval_head = score_head(cfg, "pooled", "retrieval_head")
     self.grounding_head = score_head(cfg, stream, "grounding_head")
@@ -53,29 +56,44 @@ class ViLBERTForVLTasks(nn.Module):
   def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
                attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
                image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
-               deterministic: bool = True) -> TaskOutput:
+               deterministic: bool = True,
+               text_hidden: Optional[jax.Array] = None) -> TaskOutput:
+    """``text_hidden``: a precomputed ``ViLBERTModel.text_prefix`` (two-stream only)."""
     image_mask = default_image_mask(image_feat, image_mask)
+    extra = {} if text_hidden is None else {"text_hidden": text_hidden}
     out = self.backbone(input_ids, token_type_ids, attention_mask, image_feat, image_loc,
-                        image_mask, deterministic=deterministic)
-    word_embeddings = self.backbone.text_embeddings.word_embeddings.embedding
+                        image_mask, deterministic=deterministic, **extra)
+
+    def wanted(name: str) -> bool:
+      return not self.outputs or name in self.outputs or self.is_initializing()
+
     pooled = self.dropout(out.pooled, deterministic=deterministic)
-    image_seq = self.dropout(out.image_sequence, deterministic=deterministic)
-    text_seq = self.dropout(out.text_sequence, deterministic=deterministic)
-    grounding = self.grounding_head(image_seq)[..., 0] + additive_key_mask(image_mask)[:, 0, 0]
-    extra = {}
+    heads = {}
+    if wanted("vqa_logits"):
+      heads["vqa_logits"] = self.vqa_head(pooled, deterministic)
+    if wanted("retrieval_score"):
+      heads["retrieval_score"] = self.retrieval_head(pooled)[..., 0]
+    if wanted("alignment_logits"):
+      heads["alignment_logits"] = self.alignment_head(out.pooled, deterministic)
+    if wanted("region_logits"):
+      heads["region_logits"] = self.region_head(out.image_sequence)
+    if wanted("grounding_logits"):
+      image_seq = self.dropout(out.image_sequence, deterministic=deterministic)
+      heads["grounding_logits"] = (self.grounding_head(image_seq)[..., 0]
+                                   + additive_key_mask(image_mask)[:, 0, 0])
+    if wanted("mlm_logits"):
+      word_embeddings = self.backbone.text_embeddings.word_embeddings.embedding
+      heads["mlm_logits"] = self.masked_lm_head(out.text_sequence, word_embeddings)
+    if wanted("text_token_logits"):
+      text_seq = self.dropout(out.text_sequence, deterministic=deterministic)
+      heads["text_token_logits"] = self.text_token_head(text_seq)[..., 0]
     if self.head_variant == "12in1":
-      extra["gqa_logits"] = self.gqa_head(pooled, deterministic)
-      extra["entailment_logits"] = self.entailment_head(pooled)
-      if pooled.shape[0] % 2 == 0:  # NLVR2: consecutive examples form one pair.
-        extra["pair_logits"] = self.pair_head(pooled.reshape(pooled.shape[0] // 2, -1),
+      if wanted("gqa_logits"):
+        heads["gqa_logits"] = self.gqa_head(pooled, deterministic)
+      if wanted("entailment_logits"):
+        heads["entailment_logits"] = self.entailment_head(pooled)
+      if wanted("pair_logits") and pooled.shape[0] % 2 == 0:
+        # NLVR2: consecutive examples form one pair.
+        heads["pair_logits"] = self.pair_head(pooled.reshape(pooled.shape[0] // 2, -1),
                                               deterministic)
-    return TaskOutput(
-        pooled=out.pooled,
-        vqa_logits=self.vqa_head(pooled, deterministic),
-        retrieval_score=self.retrieval_head(pooled)[..., 0],
-        alignment_logits=self.alignment_head(out.pooled, deterministic),
-        region_logits=self.region_head(out.image_sequence),
-        grounding_logits=grounding,
-        mlm_logits=self.masked_lm_head(out.text_sequence, word_embeddings),
-        text_token_logits=self.text_token_head(text_seq)[..., 0],
-        **extra)
+    return TaskOutput(pooled=out.pooled, **heads)
