@@ -45,13 +45,22 @@ def pretraining_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = "train"  # "train", "eval" or "benchmark"
   c.seed = 0
+  c.task = ml_collections.ConfigDict(dict(
+      name="pretraining",  # a name in vilbert_jax.tasks.TASKS
+      head_variant="neurips",  # task heads: "neurips" (weight-normed VQA MLP) or "12in1"
+      num_answers=3129,  # VQA head size of the other tasks' models (as released)
+      # VQA answers in the order of a released head: the original trainval_label2ans.pkl or a
+      # JSON list. Empty: the dataset's vocabulary (builder order). Evaluating a released VQA
+      # checkpoint needs its own order, or answers come out permuted.
+      answer_vocab_file="",
+  ))
   c.model = model_config("base")
   c.data = ml_collections.ConfigDict(dict(
       name="vilbert_conceptual_captions",
       data_dir="~/tensorflow_datasets",
       tokenizer="",  # vocab.txt (WordPiece) or .model (SentencePiece); "synthetic" = shipped
       train_split="train",
-      eval_split="validation",
+      eval_splits=("validation",),
       max_text_len=36,
       num_visual_tokens=37,  # 36 regions + IMG
       worker_count=0,  # grain worker processes
@@ -70,14 +79,75 @@ def pretraining_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 5000  # 0: only at the end
   c.checkpoint_every_steps = 5000
   c.keep_checkpoints = 3
-  c.eval = ml_collections.ConfigDict(dict(num_batches=20, retrieval_images=100,
-                                          retrieval_captions_per_image=1))
+  c.eval = ml_collections.ConfigDict(dict(
+      num_batches=20,  # pretraining: held-out batches
+      batch_size=0,  # global evaluation batch; 0 = batch_size
+      retrieval_images=100,  # images ranked per caption (0 = the whole split)
+      retrieval_captions_per_image=1,  # 0 = all
+      caption_block=16, image_block=32,  # pairs scored per call: caption_block x image_block
+  ))
+  # A pretrained ViLBERT: a finished run's workdir (its export/) or a params directory from
+  # python -m vilbert_jax.convert. Its parameters replace the fresh ones they match.
+  c.init_checkpoint = ""
   c.init = ml_collections.ConfigDict(dict(
       bert_checkpoint="",  # HF BERT safetensors/bin: text stream initialised from it
-      vilbert_checkpoint="",  # a params directory from python -m vilbert_jax.convert
       bert_lr_multiplier=1.0,  # the original used 0.1 on BERT-initialised parameters
+      required=False,  # True: training refuses to start without init_checkpoint
   ))
   c.benchmark = ml_collections.ConfigDict(dict(steps=10, warmup_steps=2, batch_size=8))
   c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=0,
                                                  process_id=-1))
+  return c
+
+
+# Paper hyperparameters of the transfer tasks (SPEC 6): task -> dataset, splits, batch, lr,
+# text length, tokens per image (100 regions + IMG).
+FINETUNING = {
+    "vqa": dict(dataset="vilbert_vqa2", train_split="trainval", eval_splits=("minval",),
+                batch_size=256, learning_rate=4e-5, max_text_len=23),
+    "vcr": dict(dataset="vilbert_vcr", train_split="train", eval_splits=("validation",),
+                batch_size=64, learning_rate=2e-5, max_text_len=60),
+    "refcoco_plus": dict(dataset="vilbert_refcoco_plus", train_split="train",
+                         eval_splits=("val", "testA", "testB"), batch_size=256,
+                         learning_rate=4e-5, max_text_len=20),
+    "retrieval": dict(dataset="vilbert_flickr30k", train_split="train", eval_splits=("test",),
+                      batch_size=64, learning_rate=2e-5, max_text_len=30),
+    "zeroshot_retrieval": dict(dataset="vilbert_flickr30k", train_split="train",
+                               eval_splits=("test",), batch_size=64, learning_rate=2e-5,
+                               max_text_len=30),
+}
+MODEL_VARIANTS = ("base", "coattn2", "coattn4", "coattn6", "coattn8", "single_stream",
+                  "no_pretraining")
+
+
+def finetuning_config(task: str, variant: str = "base") -> ml_collections.ConfigDict:
+  """A transfer task with the paper's hyperparameters, from ``--config.init_checkpoint``.
+
+  ``variant``: ``base`` (6 co-attention layers), ``coattn2|4|6|8`` and ``single_stream`` (the
+  ablations; start from a checkpoint pretrained with the same model), or ``no_pretraining``
+  (the base model from BERT alone: set ``--config.init.bert_checkpoint``).
+  """
+  if variant not in MODEL_VARIANTS:
+    raise ValueError(f"variant {variant!r}: choose from {MODEL_VARIANTS}")
+  t = FINETUNING[task]
+  c = pretraining_config()
+  c.task.name = task
+  preset = {"base": "coattn6", "no_pretraining": "coattn6"}.get(variant, variant)
+  c.model = model_config(preset)
+  c.data.name = t["dataset"]
+  c.data.train_split = t["train_split"]
+  c.data.eval_splits = t["eval_splits"]
+  c.data.max_text_len = t["max_text_len"]
+  c.data.num_visual_tokens = 101
+  c.batch_size = t["batch_size"]
+  c.num_epochs = 20.0
+  # The paper: warmup then linear decay. The original code: warmup, constant, x0.1 at given
+  # steps (--config.optimizer.schedule=warmup_constant_steps --config.optimizer.decay_steps=..).
+  c.optimizer = optimizer_config(learning_rate=t["learning_rate"])
+  c.eval.retrieval_images = 0  # the whole split
+  c.eval.retrieval_captions_per_image = 0
+  c.eval_every_steps = 0
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 2000
+  c.init.required = variant != "no_pretraining"
   return c

@@ -62,3 +62,16 @@ def launch(*args: str, env: dict | None = None) -> subprocess.Popen:
   full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
   return subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, env=full_env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def tiny_task_config(task: str, data_dir, variant: str = "no_pretraining", **overrides):
+  """The synthetic twin of ``task`` with the ``TINY`` model and data, quick to train."""
+  from configs import synthetic  # pylint: disable=g-import-not-at-top
+  c = synthetic.synthetic_task_config(task, variant)
+  task_sizes = {"batch_size": 8, "num_train_steps": 12, "log_every_steps": 4,
+                "checkpoint_every_steps": 100, "eval.batch_size": 16,
+                "eval.retrieval_images": 8, "eval.retrieval_captions_per_image": 1}
+  for key, value in {**TINY, **task_sizes, "data.data_dir": str(data_dir),
+                     **overrides}.items():
+    _set(c, key, value)
+  return c

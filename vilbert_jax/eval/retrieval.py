@@ -27,6 +27,54 @@ def _pad_to(x: np.ndarray, n: int) -> np.ndarray:
   return np.concatenate([x, np.zeros((n - len(x),) + x.shape[1:], x.dtype)]) if len(x) < n else x
 
 
+class PairScorer:
+  """Scores blocks of (caption, image) pairs; the two jitted functions compile once each.
+
+  Attributes:
+    prefix: ``prefix(params, text) -> [caption_block, T, d_t]`` text stream before the first
+      co-attention layer (two-stream models).
+    score_block: ``score_block(params, text, hidden, image) -> [caption_block, image_block]``.
+  """
+
+  def __init__(self, model: Any, score_fn: Callable[[Any], jax.Array] =
+               alignment_match_probability, caption_block: int = 16, image_block: int = 32):
+    self.caption_block, self.image_block = caption_block, image_block
+    self.two_stream = not model.cfg.single_stream
+
+    def prefix(params, text):
+      return model.apply({"params": params}, *(text[k] for k in TEXT_KEYS),
+                         method=lambda m, *a: m.backbone.text_prefix(*a))
+
+    def score_block(params, text, hidden, image):
+      c, i = text["input_ids"].shape[0], image["image_feat"].shape[0]
+      per_pair_text = {k: jnp.repeat(v, i, axis=0) for k, v in text.items()}
+      per_pair_image = {k: jnp.tile(v, (c,) + (1,) * (v.ndim - 1)) for k, v in image.items()}
+      extra = {"text_hidden": jnp.repeat(hidden, i, axis=0)} if self.two_stream else {}
+      out = model.apply({"params": params}, *(per_pair_text[k] for k in TEXT_KEYS),
+                        *(per_pair_image[k] for k in IMAGE_KEYS), **extra)
+      return score_fn(out).reshape(c, i)
+
+    self.prefix, self.score_block = jax.jit(prefix), jax.jit(score_block)
+
+  def __call__(self, params: Any, captions: Mapping[str, np.ndarray],
+               images: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Scores ``[num_captions, num_images]`` (float32); see ``score_all_pairs``."""
+    cb, ib = self.caption_block, self.image_block
+    num_captions, num_images = len(captions["input_ids"]), len(images["image_feat"])
+    scores = np.zeros((num_captions, num_images), np.float32)
+    image_blocks = [{k: _pad_to(images[k][i0:i0 + ib], ib) for k in IMAGE_KEYS}
+                    for i0 in range(0, num_images, ib)]
+    for c0 in range(0, num_captions, cb):
+      text = {k: _pad_to(captions[k][c0:c0 + cb], cb) for k in TEXT_KEYS}
+      hidden = self.prefix(params, text) if self.two_stream else None
+      for b, image in enumerate(image_blocks):
+        i0 = b * ib
+        block = np.asarray(self.score_block(params, text, hidden, image))
+        scores[c0:c0 + cb, i0:i0 + ib] = block[:min(cb, num_captions - c0),
+                                               :min(ib, num_images - i0)]
+    return scores
+
+
 def score_all_pairs(model: Any, params: Any, captions: Mapping[str, np.ndarray],
                     images: Mapping[str, np.ndarray], score_fn: Callable[[Any], jax.Array] =
                     alignment_match_probability, caption_block: int = 16,
@@ -39,32 +87,6 @@ def score_all_pairs(model: Any, params: Any, captions: Mapping[str, np.ndarray],
     captions: ``input_ids/token_type_ids/attention_mask [C, T]``.
     images: ``image_feat [I, R, D]``, ``image_loc [I, R, 5]``, ``image_mask [I, R]``.
     score_fn: model output -> per-pair score ``[pairs]``.
+    caption_block, image_block: pairs scored per call (the last blocks are padded).
   """
-  two_stream = not model.cfg.single_stream
-
-  @jax.jit
-  def prefix(params, text):
-    return model.apply({"params": params}, *(text[k] for k in TEXT_KEYS),
-                       method=lambda m, *a: m.backbone.text_prefix(*a))
-
-  @jax.jit
-  def score_block(params, text, hidden, image):
-    c, i = text["input_ids"].shape[0], image["image_feat"].shape[0]
-    per_pair_text = {k: jnp.repeat(v, i, axis=0) for k, v in text.items()}
-    per_pair_image = {k: jnp.tile(v, (c,) + (1,) * (v.ndim - 1)) for k, v in image.items()}
-    extra = {"text_hidden": jnp.repeat(hidden, i, axis=0)} if two_stream else {}
-    out = model.apply({"params": params}, *(per_pair_text[k] for k in TEXT_KEYS),
-                      *(per_pair_image[k] for k in IMAGE_KEYS), **extra)
-    return score_fn(out).reshape(c, i)
-
-  num_captions, num_images = len(captions["input_ids"]), len(images["image_feat"])
-  scores = np.zeros((num_captions, num_images), np.float32)
-  for c0 in range(0, num_captions, caption_block):
-    text = {k: _pad_to(captions[k][c0:c0 + caption_block], caption_block) for k in TEXT_KEYS}
-    hidden = prefix(params, text) if two_stream else None
-    for i0 in range(0, num_images, image_block):
-      image = {k: _pad_to(images[k][i0:i0 + image_block], image_block) for k in IMAGE_KEYS}
-      block = np.asarray(score_block(params, text, hidden, image))
-      scores[c0:c0 + caption_block, i0:i0 + image_block] = block[
-          :min(caption_block, num_captions - c0), :min(image_block, num_images - i0)]
-  return scores
+  return PairScorer(model, score_fn, caption_block, image_block)(params, captions, images)

@@ -43,7 +43,7 @@ class TaskOutput:
   retrieval_score: Optional[jax.Array] = None  # [B] caption-image / VCR option score (vil_logit).
   alignment_logits: Optional[jax.Array] = None  # [B, 2] alignment head (vil_binary_prediction).
   region_logits: Optional[jax.Array] = None  # [B, R, v_target_size] (vision_prediction).
-  grounding_logits: Optional[jax.Array] = None  # [B, R] region score + additive mask (vision_logit).
+  grounding_logits: Optional[jax.Array] = None  # [B, R] region score + mask (vision_logit).
   mlm_logits: Optional[jax.Array] = None  # [B, T, vocab] (linguisic_prediction).
   text_token_logits: Optional[jax.Array] = None  # [B, T] (linguisic_logit).
   gqa_logits: Optional[jax.Array] = None  # [B, 1533] 12-in-1 only (vil_prediction_gqa).

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Mapping
+from typing import Mapping, Optional
 
 import jax
 import ml_collections
@@ -15,6 +15,7 @@ from jax.sharding import Mesh
 from vilbert_jax import data as data_lib
 from vilbert_jax import sharding
 from vilbert_jax.data.masking import MaskingConfig
+from vilbert_jax.data.tasks import TASK_TEXT_LENGTHS
 
 SYNTHETIC = "vilbert_synthetic_scenes"
 
@@ -53,6 +54,19 @@ def masking(config: ml_collections.ConfigDict) -> MaskingConfig:
   return MaskingConfig(**config.masking.to_dict())
 
 
+def task_loader(config: ml_collections.ConfigDict, split: data_lib.SplitData, loader_task: str,
+                tok: data_lib.Tokenizer, *, seed: int, batch_size: Optional[int] = None,
+                **loader_kwargs):
+  """Batches of a downstream task (``data.task_loader``) at the run's lengths; ``batch_size``
+  is global (default ``config.batch_size``); ``loader_kwargs``: shuffle, num_epochs,
+  drop_remainder."""
+  return data_lib.task_loader(
+      split, loader_task, tok, batch_size=per_process_batch_size(batch_size or config.batch_size),
+      seed=seed, max_text_len=config.data.max_text_len or None,
+      num_visual_tokens=config.data.num_visual_tokens, worker_count=config.data.worker_count,
+      **loader_kwargs)
+
+
 def pretraining_loader(config: ml_collections.ConfigDict, split: data_lib.SplitData,
                        tok: data_lib.Tokenizer, *, seed: int, num_epochs=None,
                        shuffle: bool = True):
@@ -83,11 +97,13 @@ class RetrievalPool:
 
 def retrieval_pool(config: ml_collections.ConfigDict, split: data_lib.SplitData,
                    tok: data_lib.Tokenizer) -> RetrievalPool:
-  """The first ``eval.retrieval_images`` images of the eval split and their first
-  ``eval.retrieval_captions_per_image`` captions."""
+  """The first ``eval.retrieval_images`` images of ``split`` and their first
+  ``eval.retrieval_captions_per_image`` captions (0 = all of them)."""
   captions, images = data_lib.retrieval_eval_data(
-      split, tok, max_text_len=config.data.max_text_len,
-      num_visual_tokens=config.data.num_visual_tokens, num_images=config.eval.retrieval_images)
-  keep = np.concatenate([np.flatnonzero(captions["image_index"] == i)[
-      :config.eval.retrieval_captions_per_image] for i in range(len(images["image_feat"]))])
+      split, tok, max_text_len=config.data.max_text_len or TASK_TEXT_LENGTHS["retrieval"],
+      num_visual_tokens=config.data.num_visual_tokens,
+      num_images=config.eval.retrieval_images or None)
+  per_image = config.eval.retrieval_captions_per_image or None
+  keep = np.concatenate([np.flatnonzero(captions["image_index"] == i)[:per_image]
+                         for i in range(len(images["image_feat"]))])
   return RetrievalPool({k: v[keep] for k, v in captions.items()}, images)

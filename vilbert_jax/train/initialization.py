@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 from typing import Any
 
 import flax
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.convert.hf_bert import LoadReport, hf_bert_to_flax
@@ -38,16 +41,38 @@ def overlay_params(fresh: Any, loaded: Any, source: str) -> tuple[Any, LoadRepor
   return flax.traverse_util.unflatten_dict(out, sep="/"), report
 
 
+def load_checkpoint_params(path: str) -> Any:
+  """Params (host arrays) from ``path``: a params directory (``model.json`` + ``params/``, as
+  written by ``python -m vilbert_jax.convert`` or a run's ``export/``), or a vilbert_jax
+  run's workdir (its ``export/``, else its latest checkpoint)."""
+  directory = pathlib.Path(path).expanduser().absolute()
+  for candidate in (directory, directory / "export"):
+    if (candidate / "model.json").exists():
+      return load_params(candidate)[0]
+  steps = sorted(int(p.name) for p in (directory / "checkpoints").glob("*") if p.name.isdigit())
+  if not steps:
+    raise FileNotFoundError(
+        f"{path} is neither a params directory (model.json + params/, from python -m "
+        "vilbert_jax.convert) nor a vilbert_jax run's workdir (export/ or checkpoints/)")
+  with ocp.StandardCheckpointer() as checkpointer:
+    state = checkpointer.restore(directory / "checkpoints" / str(steps[-1]) / "state")
+  return jax.device_get(state["params"])
+
+
 def initial_params(init: Any, cfg: ViLBERTConfig, bert_checkpoint: str = "",
                    vilbert_checkpoint: str = "") -> tuple[Any, LoadReport | None]:
-  """``init`` (host params of the fresh model) with a checkpoint laid over it, if any."""
+  """``init`` (host params of the fresh model) with a checkpoint laid over it, if any.
+
+  ``vilbert_checkpoint``: see ``load_checkpoint_params``; every parameter it shares with the
+  model must have the same shape.
+  """
   if bert_checkpoint and vilbert_checkpoint:
-    raise ValueError("set only one of init.bert_checkpoint and init.vilbert_checkpoint")
+    raise ValueError("set only one of init.bert_checkpoint and init_checkpoint")
   if bert_checkpoint:
     params, report = hf_bert_to_flax(load_state_dict(os.path.expanduser(bert_checkpoint)), cfg,
                                      init)
   elif vilbert_checkpoint:
-    loaded, _ = load_params(os.path.expanduser(vilbert_checkpoint))
+    loaded = load_checkpoint_params(vilbert_checkpoint)
     params, report = overlay_params(init, loaded, vilbert_checkpoint)
   else:
     return init, None

@@ -1,46 +1,16 @@
-"""Pure functions at the seams: ``loss_fn`` and the jitted train and eval steps."""
+"""The train step: gradients of a task's ``loss_fn``, accumulation, the optimiser update."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from vilbert_jax import losses as losses_lib
 from vilbert_jax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "image_feat", "image_loc",
-                "image_mask")
-
-
-def pretraining_metrics(out: Any, batch: Batch, masked_losses_on_mismatched: bool
-                        ) -> dict[str, jax.Array]:
-  """The three losses, their sum, masked-word and alignment accuracy (float32 scalars)."""
-  losses = losses_lib.pretraining_losses(
-      out, batch["masked_lm_labels"], batch["image_label"], batch["image_target"],
-      batch["alignment_label"], masked_losses_on_mismatched=masked_losses_on_mismatched)
-  labels = batch["masked_lm_labels"]
-  masked = labels >= 0
-  correct = (jnp.argmax(out.mlm_logits, -1) == labels) & masked
-  metrics = {f"loss/{k}": v for k, v in losses.items()}
-  metrics["masked_lm_accuracy"] = jnp.sum(correct) / jnp.maximum(jnp.sum(masked), 1)
-  metrics["alignment_accuracy"] = jnp.mean(
-      jnp.argmax(out.alignment_logits, -1) == batch["alignment_label"])
-  return metrics
-
-
-def make_loss_fn(model: Any, masked_losses_on_mismatched: bool = True) -> Callable:
-  """``loss_fn(params, batch, rng) -> (total loss, metrics)``; rng None = deterministic."""
-  def loss_fn(params, batch, rng):
-    out = model.apply({"params": params}, *(batch[k] for k in MODEL_INPUTS),
-                      deterministic=rng is None,
-                      rngs=None if rng is None else {"dropout": rng})
-    metrics = pretraining_metrics(out, batch, masked_losses_on_mismatched)
-    return metrics["loss/total"], metrics
-  return loss_fn
 
 
 def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
@@ -77,8 +47,3 @@ def make_train_step(loss_fn: Callable, tx: optax.GradientTransformation,
                "learning_rate": schedule(state.step)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
   return train_step
-
-
-def make_eval_step(loss_fn: Callable) -> Callable[[Any, Batch], dict]:
-  """``eval_step(params, batch) -> metrics`` without dropout."""
-  return lambda params, batch: loss_fn(params, batch, None)[1]

@@ -1,7 +1,10 @@
-"""Pretraining, top to bottom: config -> mesh -> sharded state -> jitted step -> evals/checkpoints.
+"""Training and evaluation of any task, top to bottom: config -> task -> mesh -> sharded
+state -> jitted step -> evaluations, checkpoints, exported params.
 
 ``train_and_evaluate(config, workdir)`` resumes from ``workdir/checkpoints`` when a checkpoint
-is there; otherwise it starts from ``config.init`` (BERT / ViLBERT checkpoint) or from scratch.
+is there; otherwise it starts from ``config.init_checkpoint`` (a pretrained ViLBERT) or
+``config.init.bert_checkpoint`` (BERT), or from scratch. What is task-specific (model heads,
+loss, data, metrics, prediction files) comes from ``vilbert_jax.tasks``.
 """
 
 from __future__ import annotations
@@ -22,16 +25,16 @@ import numpy as np
 import tqdm
 
 from vilbert_jax import sharding
+from vilbert_jax import tasks
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.vilbert import ViLBERTForPretraining
 from vilbert_jax.train import data as train_data
 from vilbert_jax.train import optim
 from vilbert_jax.train.checkpoints import Checkpoints, StopRequest, abstract_like
-from vilbert_jax.train.evaluate import PretrainingEvaluator
+from vilbert_jax.train.export import export_params
 from vilbert_jax.train.initialization import initial_params
 from vilbert_jax.train.metric_writers import MetricWriter
 from vilbert_jax.train.state import TrainState, create_train_state, with_params
-from vilbert_jax.train.step import make_eval_step, make_loss_fn, make_train_step
+from vilbert_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +78,12 @@ def optimizer_config(config: ml_collections.ConfigDict) -> ml_collections.Config
 
 @dataclasses.dataclass
 class Run:
-  """The pieces of a pretraining run, built once by ``setup``."""
+  """The pieces of a run, built once by ``setup``."""
 
   config: ml_collections.ConfigDict
   cfg: ViLBERTConfig
-  model: ViLBERTForPretraining
+  task: tasks.Task
+  model: nn.Module
   mesh: Any
   tx: Any
   schedule: Any
@@ -98,11 +102,13 @@ class Run:
 
 
 def setup(config: ml_collections.ConfigDict, num_examples: int,
-          devices: Optional[Sequence[jax.Device]] = None) -> Run:
-  """Model, mesh (over ``devices``, default all), optimiser and the sharded initial state,
-  for ``num_examples`` per epoch."""
+          devices: Optional[Sequence[jax.Device]] = None,
+          metadata: Optional[dict] = None) -> Run:
+  """Task, model, mesh (over ``devices``, default all), optimiser and the sharded initial
+  state, for ``num_examples`` per epoch; ``metadata``: the dataset's (e.g. answer vocab)."""
   cfg = model_config(config)
-  model = ViLBERTForPretraining(cfg)
+  task = tasks.create(config, metadata or {})
+  model = task.build_model(cfg)
   mesh = sharding.make_mesh(**config.mesh.to_dict(), devices=devices)
   steps = total_steps(config, num_examples)
   inputs = sample_inputs(cfg, config.data.max_text_len, config.data.num_visual_tokens)
@@ -112,8 +118,8 @@ def setup(config: ml_collections.ConfigDict, num_examples: int,
   tx, schedule = optim.make_optimizer(opt, abstract_params, steps)
   state, shardings = create_train_state(init_fn, tx, jax.random.key(config.seed), mesh,
                                         sharding.DEFAULT_RULES)
-  loss_fn = make_loss_fn(model)
-  return Run(config, cfg, model, mesh, tx, schedule, steps, state, shardings, loss_fn)
+  return Run(config, cfg, task, model, mesh, tx, schedule, steps, state, shardings,
+             task.loss_fn(model))
 
 
 def _check_finite(history: list[dict], first_step: int) -> None:
@@ -125,32 +131,52 @@ def _check_finite(history: list[dict], first_step: int) -> None:
                                "stopping (lower the learning rate or check the data)")
 
 
+def _starting_params(run: Run, state: TrainState) -> TrainState:
+  """``state`` with ``config.init_checkpoint`` / ``init.bert_checkpoint`` laid over its params."""
+  config = run.config
+  params, report = initial_params(jax.device_get(state.params), run.cfg,
+                                  config.init.bert_checkpoint, config.init_checkpoint)
+  if report is None:
+    return state
+  if jax.process_index() == 0:
+    print(report.summary())
+  return with_params(state, params, run.shardings)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains, evaluates and checkpoints; returns the final evaluation metrics."""
+  """Trains, evaluates and checkpoints; returns the final evaluation metrics.
+
+  Writes ``workdir/checkpoints`` (resumable), ``metrics.jsonl`` + TensorBoard events,
+  ``eval_metrics.json``, the task's prediction files and ``export/`` (params + model and task
+  description, the input of ``vilbert_jax.predict`` and of ``--config.init_checkpoint``).
+  """
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
   tok = train_data.tokenizer(config)
   if tok.vocab_size > config.model.vocab_size:
     raise ValueError(f"the tokenizer has {tok.vocab_size} ids but model.vocab_size="
                      f"{config.model.vocab_size}")
   train_split = train_data.open_dataset(config, config.data.train_split)
-  run = setup(config, train_split.task_items("captions").total)
-  train_loader = train_data.pretraining_loader(config, train_split, tok, seed=config.seed)
-  train_iter = iter(train_loader)
+  task = tasks.create(config, train_split.metadata)
+  if not task.trainable:
+    raise ValueError(f"task {task.name!r} has no training; run --config.mode=eval")
   checkpoints = Checkpoints(workdir_path / "checkpoints", keep=config.keep_checkpoints)
+  if (config.init.required and not config.init_checkpoint
+      and checkpoints.latest_step() is None):
+    raise ValueError(f"{task.name} fine-tunes a pretrained ViLBERT: set "
+                     "--config.init_checkpoint (a pretraining workdir or a converted "
+                     "checkpoint), or choose the no_pretraining variant")
+  run = setup(config, train_split.task_items(task.train_items).total,
+              metadata=train_split.metadata)
+  train_iter = iter(task.train_loader(train_split, tok, seed=config.seed))
   state = run.state
   if checkpoints.latest_step() is not None:
     state = checkpoints.restore(abstract_like(state, run.shardings), train_iter)
     log.info("resumed from step %d", int(state.step))
   else:
-    params, report = initial_params(jax.device_get(state.params), run.cfg,
-                                    config.init.bert_checkpoint, config.init.vilbert_checkpoint)
-    if report is not None:
-      state = with_params(state, params, run.shardings)
-      print(report.summary())
+    state = _starting_params(run, state)
 
   train_step = run.jit_train_step()
-  evaluator = PretrainingEvaluator(config, run.model, run.mesh, make_eval_step(run.loss_fn),
-                                   tok)
+  evaluator = task.evaluator(run.model, run.mesh, tok)
   writer = MetricWriter(workdir_path)
   step = int(state.step)
   history: list[dict] = []
@@ -160,10 +186,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   with StopRequest() as stop, jax.set_mesh(run.mesh), nn.logical_axis_rules(
       sharding.DEFAULT_RULES), tqdm.tqdm(total=run.steps, initial=step, disable=not is_main,
-                                         desc="train", dynamic_ncols=True) as bar:
+                                         desc=f"train {task.name}", dynamic_ncols=True) as bar:
     while step < run.steps:
-      batch = train_data.to_global(next(train_iter), run.mesh)
-      state, metrics = train_step(state, batch)
+      batch = next(train_iter)
+      state, metrics = train_step(
+          state, train_data.to_global({k: batch[k] for k in task.device_keys}, run.mesh))
       history.append(metrics)
       step += 1
       bar.update(1)
@@ -175,7 +202,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         mean["examples_per_s"] = (step - last_log_step) * config.batch_size / (now - last_log_time)
         writer.write(step, "train", mean)
         bar.set_postfix(loss=f"{mean['loss/total']:.3f}",
-                        align=f"{mean['alignment_accuracy']:.2f}")
+                        **{task.progress_metric: f"{mean[task.progress_metric]:.2f}"})
         history, last_log_time, last_log_step = [], now, step
       if config.eval_every_steps and step % config.eval_every_steps == 0 and step < run.steps:
         eval_metrics = evaluator.run(state.params)
@@ -187,37 +214,52 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         break
     checkpoints.save(step, state, train_iter)
     if step == run.steps:
-      eval_metrics = evaluator.run(state.params)
-      writer.write(step, "eval", eval_metrics)
+      eval_metrics = _final_evaluation(evaluator, state, workdir_path, writer)
+      export_params(workdir_path / "export", state.params, run)
   checkpoints.close()
   writer.close()
   if is_main:
-    print("final eval: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
     print(f"checkpoints: {checkpoints.directory}\nmetrics:     {writer.jsonl_path}\n"
           f"tensorboard: {writer.tensorboard_dir}")
   return eval_metrics
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """``mode=eval``: evaluates the latest checkpoint in ``workdir``; writes
-  ``workdir/eval_metrics.json`` and an ``eval`` line in ``metrics.jsonl``."""
-  workdir_path = pathlib.Path(workdir).expanduser().absolute()
-  checkpoints = Checkpoints(workdir_path / "checkpoints", keep=config.keep_checkpoints)
-  if checkpoints.latest_step() is None:
-    raise FileNotFoundError(f"no checkpoint in {checkpoints.directory}; train first")
-  tok = train_data.tokenizer(config)
-  run = setup(config, num_examples=config.batch_size)
-  state = checkpoints.restore(abstract_like(run.state, run.shardings), None)
-  checkpoints.close()
-  evaluator = PretrainingEvaluator(config, run.model, run.mesh, make_eval_step(run.loss_fn),
-                                   tok)
-  with jax.set_mesh(run.mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
-    metrics = evaluator.run(state.params)
-  writer = MetricWriter(workdir_path)
-  writer.write(int(state.step), "eval", metrics)
-  writer.close()
+def _final_evaluation(evaluator: Any, state: TrainState, workdir: pathlib.Path,
+                      writer: MetricWriter) -> dict[str, float]:
+  """Evaluates ``state``; writes ``eval_metrics.json``, a metrics line and prediction files."""
+  metrics = evaluator.run(state.params)
+  step = int(state.step)
+  writer.write(step, "eval", metrics)
+  paths = evaluator.write_predictions(str(workdir))
   if jax.process_index() == 0:
-    (workdir_path / "eval_metrics.json").write_text(
-        json.dumps({"step": int(state.step), **metrics}, indent=2))
+    (workdir / "eval_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
     print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+    for path in paths:
+      print(f"predictions: {path}")
+  return metrics
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """``mode=eval``: evaluates the latest checkpoint in ``workdir`` or, without one,
+  ``config.init_checkpoint`` (e.g. a converted released model, or zero-shot retrieval of a
+  pretrained one). Writes ``workdir/eval_metrics.json``, an ``eval`` line in ``metrics.jsonl``
+  and the task's prediction files."""
+  workdir_path = pathlib.Path(workdir).expanduser().absolute()
+  tok = train_data.tokenizer(config)
+  metadata = train_data.open_dataset(config, config.data.eval_splits[0]).metadata
+  run = setup(config, num_examples=config.batch_size, metadata=metadata)
+  checkpoints = Checkpoints(workdir_path / "checkpoints", keep=config.keep_checkpoints)
+  if checkpoints.latest_step() is not None:
+    state = checkpoints.restore(abstract_like(run.state, run.shardings), None)
+  elif config.init_checkpoint:
+    state = _starting_params(run, run.state)
+  else:
+    raise FileNotFoundError(f"no checkpoint in {checkpoints.directory} and no "
+                            "--config.init_checkpoint: nothing to evaluate")
+  checkpoints.close()
+  evaluator = run.task.evaluator(run.model, run.mesh, tok)
+  writer = MetricWriter(workdir_path)
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+    metrics = _final_evaluation(evaluator, state, workdir_path, writer)
+  writer.close()
   return metrics

@@ -1,0 +1,15 @@
+"""Synthetic twin of configs/retrieval_flickr30k.py on the synthetic scenes
+(minutes on 2 CPU cores).
+
+    python launch.py --config configs/retrieval_flickr30k_synthetic.py \
+        --workdir /tmp/retrieval_flickr30k_synthetic --config.init_checkpoint=/tmp/vilbert_demo
+
+``/tmp/vilbert_demo`` is the workdir of the demo (configs/pretrain_synthetic.py).
+From scratch, for comparison: ``--config configs/retrieval_flickr30k_synthetic.py:no_pretraining``.
+"""
+
+from configs.synthetic import synthetic_task_config
+
+
+def get_config(arg: str = "base"):
+  return synthetic_task_config("retrieval", arg)

@@ -1,0 +1,136 @@
+"""Using a trained ViLBERT: answer a question, rank captions, ground a phrase.
+
+    predictor = Predictor.load("/tmp/vqa_synthetic")  # a run's workdir or an export/ directory
+    image = RegionFeatures(image_id, features [N, D], boxes [N, 4] px, image_w, image_h)
+    predictor.answer("what color is the cat ?", image)            # [(answer, probability), ...]
+    predictor.rank_captions(image, ["a red cat .", "a blue bus ."])  # [(caption, score), ...]
+    predictor.ground("the red cat", image)                         # Grounding(box=..., ...)
+
+Every method takes ``attention=True`` to also return the attention probabilities of every
+layer (``{module path: [heads, queries, keys]}``). Inputs are prepared exactly as in training
+(``data.regions.visual_inputs``: IMG token first, regions chosen by detector confidence when
+there are more than fit), and each method compiles once per input shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Optional, Sequence
+
+import flax
+import jax
+import numpy as np
+
+from vilbert_jax.data.features import RegionFeatures
+from vilbert_jax.data.pipeline import image_regions, visual
+from vilbert_jax.data.tokenizer import Tokenizer, load_tokenizer, synthetic_tokenizer
+from vilbert_jax.model.attention import ATTENTION_MAPS
+from vilbert_jax.params_io import load_params
+from vilbert_jax.train.export import TASK_FILE
+
+MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "image_feat", "image_loc",
+                "image_mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grounding:
+  """Where a phrase is in the image."""
+
+  box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the chosen region.
+  region: int  # Its visual token (0 = IMG, the whole image; i >= 1 = the i-th kept region).
+  probability: float  # sigmoid of its score.
+  scores: np.ndarray  # [R] scores (logits) of every visual token, -inf on padding.
+  attention: Optional[dict] = None
+
+
+def _attention_maps(state: Any) -> dict[str, np.ndarray]:
+  """Flattens the ATTENTION_MAPS collection to ``{path: [heads, queries, keys]}`` (batch 0)."""
+  flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(state[ATTENTION_MAPS]), sep="/")
+  return {path: np.asarray(maps[0])[0] for path, maps in flat.items()}
+
+
+class Predictor:
+  """A model and its params loaded once; answers requests one image at a time."""
+
+  def __init__(self, model: Any, params: Any, tokenizer: Tokenizer, *, task: str,
+               answer_vocab: Optional[Sequence[str]], max_text_len: int,
+               num_visual_tokens: int):
+    self.model, self.params, self.tokenizer = model, params, tokenizer
+    self.task, self.answer_vocab = task, list(answer_vocab or [])
+    self.max_text_len, self.num_visual_tokens = max_text_len, num_visual_tokens
+    self._apply = jax.jit(lambda params, inputs: model.apply({"params": params}, *inputs))
+    self._apply_with_maps = jax.jit(lambda params, inputs: model.apply(
+        {"params": params}, *inputs, mutable=[ATTENTION_MAPS]))
+
+  @classmethod
+  def load(cls, path: str) -> "Predictor":
+    """From a finished run's workdir (its ``export/``) or an export directory."""
+    directory = pathlib.Path(path).expanduser()
+    if not (directory / TASK_FILE).exists():
+      directory = directory / "export"
+    if not (directory / TASK_FILE).exists():
+      raise FileNotFoundError(f"{path} has no {TASK_FILE}: give a finished run's workdir or its "
+                              "export/ directory")
+    params, spec = load_params(directory)
+    meta = json.loads((directory / TASK_FILE).read_text())
+    tok = (synthetic_tokenizer() if meta["tokenizer"] == "synthetic"
+           else load_tokenizer(str(directory / meta["tokenizer"])))
+    return cls(spec.build(), params, tok, task=meta["task"], answer_vocab=meta["answer_vocab"],
+               max_text_len=meta["max_text_len"], num_visual_tokens=meta["num_visual_tokens"])
+
+  def _run(self, texts: Sequence[str], image: RegionFeatures, attention: bool):
+    """The model on one image paired with each text; returns ``(output, image_mask [R],
+    boxes [R-1 at most, 4] of the kept regions, attention maps or None)``."""
+    record = {"features": image.features, "boxes": image.boxes, "cls_prob": image.cls_prob,
+              "image_w": image.image_w, "image_h": image.image_h}
+    kept = image_regions(record, self.num_visual_tokens - 1)
+    batch = {k: np.repeat(v[None], len(texts), axis=0)
+             for k, v in visual(kept, self.num_visual_tokens).items()}
+    text = [self.tokenizer.encode(t, self.max_text_len) for t in texts]
+    batch.update({k: np.stack([t[k] for t in text]) for k in text[0]})
+    inputs = tuple(batch[k] for k in MODEL_INPUTS)
+    maps = None
+    if attention:
+      out, state = self._apply_with_maps(self.params, inputs)
+      maps = _attention_maps(state)
+    else:
+      out = self._apply(self.params, inputs)
+    return out, batch["image_mask"][0], kept["boxes"], maps
+
+  def answer(self, question: str, image: RegionFeatures, top_k: int = 5,
+             attention: bool = False):
+    """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits, as the model
+    was trained); with ``attention=True`` returns ``(answers, maps)``."""
+    if not self.answer_vocab or getattr(self.model, "head_variant", None) is None:
+      raise ValueError(f"this model ({self.task}) has no trained VQA head and vocabulary")
+    out, _, _, maps = self._run([question], image, attention)
+    probs = np.asarray(jax.nn.sigmoid(out.vqa_logits[0]))
+    best = np.argsort(-probs, kind="stable")[:top_k]
+    answers = [(self.answer_vocab[i], float(probs[i])) for i in best]
+    return (answers, maps) if attention else answers
+
+  def rank_captions(self, image: RegionFeatures, captions: Sequence[str],
+                    attention: bool = False):
+    """Captions sorted best first with their scores: the fine-tuned retrieval score for a
+    retrieval model, else P(match) of the pretraining alignment head."""
+    out, _, _, maps = self._run(list(captions), image, attention)
+    if self.task == "retrieval":
+      scores = np.asarray(out.retrieval_score)
+    else:
+      scores = np.asarray(jax.nn.softmax(out.alignment_logits, axis=-1)[:, 0])
+    order = np.argsort(-scores, kind="stable")
+    ranked = [(captions[i], float(scores[i])) for i in order]
+    return (ranked, maps) if attention else ranked
+
+  def ground(self, phrase: str, image: RegionFeatures, attention: bool = False) -> Grounding:
+    """The region (IMG = whole image included) that the phrase refers to."""
+    if getattr(self.model, "head_variant", None) is None:
+      raise ValueError(f"this model ({self.task}) has no grounding head")
+    out, image_mask, kept, maps = self._run([phrase], image, attention)
+    scores = np.where(image_mask > 0, np.asarray(out.grounding_logits[0]), -np.inf)
+    region = int(np.argmax(scores))
+    box = ((0.0, 0.0, float(image.image_w), float(image.image_h)) if region == 0
+           else tuple(float(x) for x in kept[region - 1]))
+    return Grounding(box, region, float(jax.nn.sigmoid(scores[region])), scores, maps)

@@ -1,0 +1,135 @@
+"""What a task is to the trainer: a model, a loss, a training loader and an evaluator.
+
+The trainer (``vilbert_jax.train.trainer``) knows nothing about VQA or retrieval; it asks the
+run's ``Task`` for these pieces. A task is bound to the run config and to the metadata of its
+dataset (e.g. the VQA answer vocabulary). Batches of multiple-choice tasks hold K options per
+example (text ``[B,K,T]``; the image ``[B,R,D]`` shared by the options or ``[B,K,R,D]``, one
+per option); ``forward`` runs the model on the ``B*K`` pairs.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, ClassVar, Mapping, Optional, Protocol
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from vilbert_jax.config import ViLBERTConfig
+from vilbert_jax.data.tasks import LOADER_ITEMS
+from vilbert_jax.data.tfds_io import SplitData
+from vilbert_jax.data.tokenizer import Tokenizer
+from vilbert_jax.model.vl_tasks import ViLBERTForVLTasks
+
+Batch = Mapping[str, jax.Array]
+TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
+IMAGE_INPUTS = ("image_feat", "image_loc", "image_mask")
+MODEL_INPUTS = TEXT_INPUTS + IMAGE_INPUTS
+
+
+class Evaluator(Protocol):
+  """Evaluates params on the task's eval splits; keeps the last predictions for writing."""
+
+  def run(self, params: Any) -> dict[str, float]:
+    """Metrics (floats) of ``params``."""
+
+  def write_predictions(self, directory: str) -> list[str]:
+    """Writes the predictions of the last ``run`` into ``directory``; returns the paths."""
+
+
+def flat_model_inputs(batch: Batch) -> tuple[dict[str, jax.Array], Optional[int]]:
+  """The six model inputs with any option axis folded into the batch: ``([B*K, ...], K)``.
+
+  ``K`` is None for single-option batches (text ``[B,T]``).
+  """
+  inputs = {k: batch[k] for k in MODEL_INPUTS}
+  if inputs["input_ids"].ndim == 2:
+    return inputs, None
+  b, k = inputs["input_ids"].shape[:2]
+  flat = {key: inputs[key].reshape(b * k, *inputs[key].shape[2:]) for key in TEXT_INPUTS}
+  shared_image = inputs["image_feat"].ndim == 3
+  for key in IMAGE_INPUTS:
+    x = inputs[key]
+    flat[key] = jnp.repeat(x, k, axis=0) if shared_image else x.reshape(b * k, *x.shape[2:])
+  return flat, k
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Mean cross-entropy of ``logits [B, K]`` (float32) against int ``labels [B]``."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return -jnp.mean(jnp.take_along_axis(logp, labels[:, None], axis=-1))
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Fraction of rows whose argmax is the label."""
+  return jnp.mean(jnp.argmax(logits, -1) == labels)
+
+
+class Task(abc.ABC):
+  """A pretraining objective or a transfer task, bound to a run config and dataset metadata.
+
+  Subclasses set the class attributes and implement ``loss`` and ``evaluator``.
+  """
+
+  name: ClassVar[str]  # Registry key (``config.task.name``).
+  loader_task: ClassVar[Optional[str]] = None  # ``data.task_loader`` key of the training data.
+  outputs: ClassVar[tuple[str, ...]] = ()  # TaskOutput fields the loss and predictions read.
+  targets: ClassVar[tuple[str, ...]] = ()  # Batch keys besides the model inputs the loss reads.
+  progress_metric: ClassVar[str] = "accuracy"  # Shown next to the loss in the progress bar.
+  trainable: ClassVar[bool] = True  # False: evaluation only (zero-shot).
+
+  def __init__(self, config: ml_collections.ConfigDict, metadata: Mapping[str, Any]):
+    self.config = config
+    self.metadata = dict(metadata)
+
+  def build_model(self, cfg: ViLBERTConfig) -> nn.Module:
+    """The task model: the released downstream model, computing only ``outputs``."""
+    return ViLBERTForVLTasks(cfg, self.config.task.head_variant,
+                             num_answers=self.num_answers, outputs=self.outputs)
+
+  @property
+  def num_answers(self) -> int:
+    """Size of the model's VQA head (``config.task.num_answers``; VQA: its vocabulary)."""
+    return int(self.config.task.num_answers)
+
+  def loader_options(self) -> dict[str, Any]:
+    """Extra arguments of this task's ``data.task_loader``."""
+    return {}
+
+  def forward(self, model: nn.Module, params: Any, batch: Batch,
+              rng: Optional[jax.Array]) -> Any:
+    """Model output on the batch's (flattened) pairs; ``rng`` None = no dropout."""
+    inputs, _ = flat_model_inputs(batch)
+    return model.apply({"params": params}, *(inputs[k] for k in MODEL_INPUTS),
+                       deterministic=rng is None,
+                       rngs=None if rng is None else {"dropout": rng})
+
+  @abc.abstractmethod
+  def loss(self, out: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(total loss, metrics)``; metrics hold ``loss/total`` and ``progress_metric``."""
+
+  def train_loader(self, split: SplitData, tok: Tokenizer, *, seed: int):
+    """Endless shuffled training batches of this process."""
+    from vilbert_jax.train import data as train_data  # pylint: disable=g-import-not-at-top
+    return train_data.task_loader(self.config, split, self.loader_task, tok, seed=seed,
+                                  **self.loader_options())
+
+  @abc.abstractmethod
+  def evaluator(self, model: nn.Module, mesh: Any, tok: Tokenizer) -> Evaluator:
+    """The evaluator of ``config.data.eval_splits``."""
+
+  def loss_fn(self, model: nn.Module) -> Callable:
+    """``loss_fn(params, batch, rng) -> (loss, metrics)`` for ``train.step``."""
+    return lambda params, batch, rng: self.loss(self.forward(model, params, batch, rng), batch)
+
+  @property
+  def train_items(self) -> str:
+    """The split's task whose items are the training examples (sizes an epoch)."""
+    return LOADER_ITEMS[self.loader_task] if self.loader_task else "captions"
+
+  @property
+  def device_keys(self) -> tuple[str, ...]:
+    """The batch keys a train step needs on the devices."""
+    return MODEL_INPUTS + self.targets
