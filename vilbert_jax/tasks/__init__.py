@@ -29,4 +29,5 @@ def create(config: ml_collections.ConfigDict, metadata: Mapping[str, Any]) -> Ta
   return TASKS[name](config, metadata)
 
 
-__all__ = ["TASKS", "Task", "create"] + [t.__name__ for t in TASKS.values()]
+__all__ = ["TASKS", "VCR", "VQA", "Pretraining", "RefCOCOPlus", "Retrieval", "Task",
+           "ZeroShotRetrieval", "create"]
