@@ -108,7 +108,7 @@ FINETUNING = {
     "vcr": dict(dataset="vilbert_vcr", train_split="train", eval_splits=("validation",),
                 batch_size=64, learning_rate=2e-5, max_text_len=60),
     "refcoco_plus": dict(dataset="vilbert_refcoco_plus", train_split="train",
-                         eval_splits=("val", "testA", "testB"), batch_size=256,
+                         eval_splits=("validation", "testA", "testB"), batch_size=256,
                          learning_rate=4e-5, max_text_len=20),
     "retrieval": dict(dataset="vilbert_flickr30k", train_split="train", eval_splits=("test",),
                       batch_size=64, learning_rate=2e-5, max_text_len=30),
