@@ -1,6 +1,7 @@
 """The transfer tasks: losses, metrics plumbing, fine-tuning, evaluation, released checkpoints,
 prediction files and the predict API."""
 
+import importlib
 import json
 import pathlib
 import pickle
@@ -13,6 +14,7 @@ import pytest
 
 import vilbert_jax as vj
 from reference import small_config
+from configs import common
 from train_utils import tiny_config, tiny_task_config
 from vilbert_jax import metrics, tasks
 from vilbert_jax.convert.__main__ import main as convert_main
@@ -383,3 +385,23 @@ def test_readme_predict_example_runs(vqa_run, data_dir, tmp_path, capsys):
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("[(") and "a red cat ." in printed[1]
   assert "attention" in printed[-1] or "/" in printed[-1]
+
+
+@pytest.mark.parametrize("name", ["vqa", "vcr", "refcoco_plus", "retrieval_flickr30k",
+                                  "zeroshot_flickr30k"])
+def test_task_configs_load_with_paper_settings(name):
+  module = importlib.import_module(f"configs.{name}")
+  for variant in common.MODEL_VARIANTS:
+    config = module.get_config(variant)
+    assert config.task.name in tasks.TASKS
+    assert config.init.required == (variant != "no_pretraining")
+    assert config.num_epochs == 20 and config.data.num_visual_tokens == 101
+  config = module.get_config()
+  paper = common.FINETUNING[config.task.name]
+  assert (config.batch_size, config.optimizer.learning_rate) == (paper["batch_size"],
+                                                                 paper["learning_rate"])
+  assert config.model.v_biattention_id == tuple(range(6))  # 6 co-attention layers
+  assert module.get_config("coattn2").model.v_biattention_id == (0, 1)
+  assert module.get_config("single_stream").model.single_stream
+  twin = importlib.import_module(f"configs.{name}_synthetic").get_config()
+  assert twin.task.name == config.task.name and twin.data.name == "vilbert_synthetic_scenes"
