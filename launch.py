@@ -3,6 +3,9 @@
     python launch.py --config configs/pretrain_synthetic.py --workdir /tmp/vilbert_demo
     python launch.py --config configs/pretrain_cc.py --workdir /ckpt/cc --config.batch_size=256
     python launch.py --config configs/pretrain_cc.py --config.mode=benchmark
+    python launch.py --config configs/vqa_synthetic.py --workdir /tmp/vqa_synthetic \
+        --config.init_checkpoint=/tmp/vilbert_demo          # fine-tune a task (configs/<task>.py)
+    python launch.py --config configs/vqa.py --workdir /ckpt/vqa --config.mode=eval
 
 ``--config.<key>=<value>`` overrides any field; an unknown key is an error that names it.
 Multi-host: run the same command on every host (SLURM/Open MPI/Cloud TPU are detected), or
