@@ -22,6 +22,7 @@ from vilbert_jax.data.tasks import LOADER_ITEMS
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
 from vilbert_jax.model.vl_tasks import ViLBERTForVLTasks
+from vilbert_jax.train import data as train_data
 
 Batch = Mapping[str, jax.Array]
 TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
@@ -112,7 +113,6 @@ class Task(abc.ABC):
 
   def train_loader(self, split: SplitData, tok: Tokenizer, *, seed: int):
     """Endless shuffled training batches of this process."""
-    from vilbert_jax.train import data as train_data  # pylint: disable=g-import-not-at-top
     return train_data.task_loader(self.config, split, self.loader_task, tok, seed=seed,
                                   **self.loader_options())
 
