@@ -71,6 +71,10 @@ class ViLBERTConfig:
   # dropout active, no maps requested), else the explicit softmax path. "explicit": always the
   # explicit path. "cudnn": fused cuDNN kernel (GPU); requires zero attention-probability dropout.
   attention_impl: str = "auto"
+  # Inputs of every matmul are cast to this dtype and the products accumulated in float32
+  # (forward and backward); everything else stays float32. Only with dtype="float32":
+  # "bfloat16" is the fast CPU option (AMX / AVX512-BF16), "float32" the exact path.
+  matmul_dtype: str = "float32"
 
   def __post_init__(self):
     # Lists from JSON become tuples so the config stays hashable (it is a jit static arg).
@@ -88,6 +92,11 @@ class ViLBERTConfig:
     for name in ("dtype", "param_dtype"):
       need(getattr(self, name) in _DTYPES,
            f"{name}={getattr(self, name)!r} is not one of {_DTYPES}")
+    need(self.matmul_dtype in _DTYPES,
+         f"matmul_dtype={self.matmul_dtype!r} is not one of {_DTYPES}")
+    need(self.dtype == "float32" or self.matmul_dtype == "float32",
+         f"matmul_dtype={self.matmul_dtype!r} applies to dtype='float32' only (with "
+         f"dtype={self.dtype!r} the matmuls already take {self.dtype} inputs)")
     need(self.attention_impl in ATTENTION_IMPLS,
          f"attention_impl={self.attention_impl!r} is not one of {ATTENTION_IMPLS}")
     need(self.hidden_size % self.num_attention_heads == 0,
@@ -124,6 +133,11 @@ class ViLBERTConfig:
   @property
   def compute_dtype(self) -> jnp.dtype:
     return jnp.dtype(self.dtype)
+
+  @property
+  def mixed_matmul(self) -> bool:
+    """True when matmuls take ``matmul_dtype`` inputs and accumulate in float32."""
+    return self.matmul_dtype != "float32"
 
   @property
   def parameter_dtype(self) -> jnp.dtype:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.layers import dense
+from vilbert_jax.model.layers import Dropout, dense
 
 ATTENTION_MAPS = "attention_maps"  # Collection that receives attention probabilities.
 
@@ -61,17 +61,21 @@ class AttentionCore(nn.Module):
           q, k, v, bias=bias.astype(q.dtype), scale=1.0 / math.sqrt(head_dim),
           implementation="cudnn" if self.impl == "cudnn" else None)
     else:
+      # Float32 even under matmul_dtype (XLA:CPU has no bf16 x bf16 = f32 batched dot).
       logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
       probs = jax.nn.softmax(logits / math.sqrt(head_dim) + bias, axis=-1)
       if want_maps:
         self.sow(ATTENTION_MAPS, "probs", probs)
-      probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
+      probs = Dropout(self.dropout_rate)(probs, deterministic=deterministic)
       context = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
     return context.reshape(batch, q_len, width)
 
 
 class QKVProjection(nn.Module):
-  """Three ``Dense(in -> width)`` maps of one stream: query, key and value ``[B, T, width]``."""
+  """Three ``Dense(in -> width)`` maps of one stream: query, key and value ``[B, T, width]``.
+
+  (Three matmuls: one matmul on the stacked or concatenated kernels measured slower on CPU.)
+  """
 
   cfg: ViLBERTConfig  # Model configuration (dtypes, init).
   width: int  # Output width of each projection (heads x head_dim).

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.layers import dense, embed, layer_norm
+from vilbert_jax.model.layers import Dropout, dense, embed, layer_norm
 
 
 class TextEmbeddings(nn.Module):
@@ -31,7 +31,7 @@ class TextEmbeddings(nn.Module):
     self.token_type_embeddings = embed(cfg, cfg.type_vocab_size, cfg.hidden_size,
                                        ("token_types", "text_embed"), "token_type_embeddings")
     self.layer_norm = layer_norm(cfg, "text_embed", "layer_norm")
-    self.dropout = nn.Dropout(cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
 
   def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
                deterministic: bool) -> jax.Array:
@@ -73,4 +73,4 @@ class ImageEmbeddings(nn.Module):
     x = x + dense(self.cfg, self.width, ("region_location", self.embed_axis),
                   "locations")(image_loc)
     x = layer_norm(self.cfg, self.embed_axis, "layer_norm")(x)
-    return nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    return Dropout(self.dropout_rate)(x, deterministic=deterministic)

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.layers import dense, gelu, layer_norm
+from vilbert_jax.model.layers import Dropout, dense, gelu, layer_norm
 
 
 class ResidualOutput(nn.Module):
@@ -21,7 +21,7 @@ class ResidualOutput(nn.Module):
   def __call__(self, h: jax.Array, residual: jax.Array, deterministic: bool) -> jax.Array:
     """h ``[B, T, in]``, residual ``[B, T, width]`` -> ``[B, T, width]``."""
     y = dense(self.cfg, residual.shape[-1], (self.in_axis, self.embed_axis), "dense")(h)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = Dropout(self.dropout_rate)(y, deterministic=deterministic)
     return layer_norm(self.cfg, self.embed_axis, "layer_norm")(residual + y)
 
 

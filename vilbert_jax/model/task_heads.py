@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.layers import dense, gelu, layer_norm
+from vilbert_jax.model.layers import Dropout, dense, gelu, layer_norm
 
 HEAD_VARIANTS = ("neurips", "12in1")
 
@@ -61,7 +61,7 @@ class WeightNormClassifier(nn.Module):
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     h = nn.relu(WeightNormDense(self.cfg, 2 * x.shape[-1], ("pooled", "task_hidden"),
                                 name="hidden")(x))
-    h = nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    h = Dropout(self.dropout_rate)(h, deterministic=deterministic)
     out = WeightNormDense(self.cfg, self.num_labels, ("task_hidden", "answers"), name="output")
     return out(h).astype(jnp.float32)
 

@@ -18,7 +18,7 @@ from vilbert_jax.model.heads import AlignmentHead, MaskedLMHead, region_head
 from vilbert_jax.model.outputs import TaskOutput
 from vilbert_jax.model.task_heads import GeluClassifier, answer_classifier, score_head
 from vilbert_jax.model.inputs import default_image_mask
-from vilbert_jax.model.layers import dropout
+from vilbert_jax.model.layers import Dropout
 from vilbert_jax.model.vilbert import backbone
 
 
@@ -43,7 +43,7 @@ class ViLBERTForVLTasks(nn.Module):
     self.masked_lm_head = MaskedLMHead(cfg)
     self.region_head = region_head(cfg)
     self.alignment_head = AlignmentHead(cfg)
-    self.dropout = dropout(cfg, cfg.hidden_dropout_prob)
+    self.dropout = Dropout(cfg.hidden_dropout_prob)
     self.vqa_head = answer_classifier(cfg, self.head_variant, self.num_answers, "vqa_head")
     self.retrieval_head = score_head(cfg, "pooled", "retrieval_head")
     self.grounding_head = score_head(cfg, stream, "grounding_head")
