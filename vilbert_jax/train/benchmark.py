@@ -1,6 +1,11 @@
 """Benchmark mode: times the compiled pretraining step on synthetic batches of the configured
 shapes and prints one JSON line.
 
+With ``benchmark.memory_estimate`` the line also holds the ahead-of-time memory estimate per
+device of the train step at batch 512 on 8 devices (``memory_estimate``), compiled for the
+configured mesh from shapes alone; without 8 devices it runs in a subprocess on 8 host (CPU)
+devices, so it is the CPU compiler's estimate (buffer sizes carry over, fusion choices vary).
+
 Model FLOPs (``model_flops_per_example``) are counted analytically: 2 FLOPs per multiply-add
 of every matmul in the forward pass (projections, FFNs, attention scores and context, the
 region-feature embedding, poolers and the three heads with full-length logits), times 3 for
@@ -11,17 +16,29 @@ counted. MFU = achieved model FLOP/s / the device's peak for the compute dtype.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 import statistics
+import subprocess
+import sys
 import time
 from typing import Any, Optional
 
+import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
+from vilbert_jax import sharding
+from vilbert_jax import tasks
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.train import data as train_data
+from vilbert_jax.train import optim
 from vilbert_jax.train import trainer
+from vilbert_jax.train.state import abstract_train_state
+
+MEMORY_ESTIMATE_BATCH = 512  # global batch of the memory estimate (the paper's)
+MEMORY_ESTIMATE_DEVICES = 8
 
 # Dense peak FLOP/s per chip by (device kind prefix, compute dtype); None when unknown (CPU).
 PEAK_FLOPS = {
@@ -90,8 +107,71 @@ def synthetic_batch(cfg: ViLBERTConfig, batch: int, text_len: int, num_visual: i
   }
 
 
-def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Compiles and times the train step; prints and returns the result record."""
+def _memory_record(compiled: Any) -> dict[str, Optional[int]]:
+  """Per-device bytes from ``compiled.memory_analysis()`` (None where the backend has none)."""
+  memory = compiled.memory_analysis()
+  sizes = {k: getattr(memory, f"{k}_size_in_bytes", None)
+           for k in ("argument", "output", "temp", "alias", "generated_code")}
+  if None not in sizes.values():
+    # Donated state: outputs alias arguments, so they are counted once.
+    sizes["total"] = sizes["argument"] + sizes["output"] - sizes["alias"] + sizes["temp"]
+  return {f"{k}_bytes": v for k, v in sizes.items()}
+
+
+def memory_estimate(config: ml_collections.ConfigDict, batch_size: int = MEMORY_ESTIMATE_BATCH,
+                    num_devices: int = MEMORY_ESTIMATE_DEVICES) -> dict[str, Any]:
+  """Compiles the donated train step for ``batch_size`` on ``config.mesh`` over the first
+  ``num_devices`` devices from shapes only (nothing is allocated) and returns its memory
+  analysis per device (bytes) with the mesh and the compile time."""
+  devices = jax.devices()[:num_devices]
+  if len(devices) < num_devices:
+    raise ValueError(f"memory_estimate needs {num_devices} devices, {len(devices)} available")
+  text_len, num_visual = config.data.max_text_len, config.data.num_visual_tokens
+  cfg = trainer.model_config(config)
+  task = tasks.create(config, {})
+  model = task.build_model(cfg)
+  mesh = sharding.make_mesh(**config.mesh.to_dict(), devices=devices)
+  inputs = trainer.sample_inputs(cfg, text_len, num_visual)
+  init_fn = lambda rng: model.init(rng, *inputs)["params"]  # noqa: E731
+  steps = max(1, int(config.num_train_steps))
+  tx, schedule = optim.make_optimizer(trainer.optimizer_config(config),
+                                      nn.unbox(jax.eval_shape(init_fn, jax.random.key(0))), steps)
+  state, shardings = abstract_train_state(init_fn, tx, jax.random.key(config.seed), mesh,
+                                          sharding.DEFAULT_RULES)
+  run = trainer.Run(config, cfg, task, model, mesh, tx, schedule, steps, state, shardings,
+                    task.loss_fn(model))
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
+                                   sharding=sharding.batch_sharding(mesh, v.ndim))
+           for k, v in synthetic_batch(cfg, batch_size, text_len, num_visual).items()
+           if k in task.device_keys}
+  t0 = time.perf_counter()
+  with jax.set_mesh(mesh):
+    compiled = run.jit_train_step().lower(state, batch).compile()
+  return {"batch_size": batch_size, "num_devices": num_devices,
+          "mesh": dict(zip(mesh.axis_names, mesh.devices.shape)),
+          "platform": devices[0].platform, "compile_time_s": time.perf_counter() - t0,
+          **_memory_record(compiled)}
+
+
+def memory_estimate_with_host_devices(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """``memory_estimate`` here if there are enough devices, else in a subprocess on
+  ``MEMORY_ESTIMATE_DEVICES`` host (CPU) devices."""
+  if jax.device_count() >= MEMORY_ESTIMATE_DEVICES:
+    return memory_estimate(config)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                       f"{MEMORY_ESTIMATE_DEVICES}").strip()}
+  root = pathlib.Path(__file__).parents[2]
+  env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+  proc = subprocess.run([sys.executable, "-m", "vilbert_jax.train.benchmark", config.to_json()],
+                        env=env, cwd=root, capture_output=True, text=True, check=False)
+  if proc.returncode:
+    raise RuntimeError(f"memory estimate subprocess failed:\n{proc.stdout}\n{proc.stderr}")
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(config: ml_collections.ConfigDict, print_result: bool = True) -> dict[str, Any]:
+  """Compiles and times the train step; returns (and prints) the result record."""
   bench = config.benchmark
   text_len, num_visual = config.data.max_text_len, config.data.num_visual_tokens
   config = ml_collections.ConfigDict(config.to_dict())
@@ -105,7 +185,6 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
   with jax.set_mesh(r.mesh):
     compiled = step_fn.lower(r.state, global_batch).compile()
   compile_s = time.perf_counter() - t0
-  memory = compiled.memory_analysis()
   state, times = r.state, []
   for i in range(bench.warmup_steps + bench.steps):
     t0 = time.perf_counter()
@@ -130,9 +209,16 @@ def run(config: ml_collections.ConfigDict) -> dict[str, Any]:
       "dtype": r.cfg.dtype,
       "compile_time_s": compile_s,
       "loss": float(metrics["loss/total"]),
-      "temp_memory_bytes_per_device": getattr(memory, "temp_size_in_bytes", None),
-      "argument_memory_bytes_per_device": getattr(memory, "argument_size_in_bytes", None),
+      "memory_per_device": _memory_record(compiled),
       "peak_memory_bytes": (device.memory_stats() or {}).get("peak_bytes_in_use"),
   }
-  print(json.dumps(result))
+  if bench.get("memory_estimate", False):
+    result["memory_estimate"] = memory_estimate_with_host_devices(config)
+  if print_result:
+    print(json.dumps(result))
   return result
+
+
+if __name__ == "__main__":
+  # The subprocess of memory_estimate_with_host_devices: argv[1] is the run config as JSON.
+  print(json.dumps(memory_estimate(ml_collections.ConfigDict(json.loads(sys.argv[1])))))

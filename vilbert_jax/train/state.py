@@ -38,6 +38,20 @@ def state_shardings(abstract_boxed_params: Any, abstract_state: TrainState,
   return TrainState(step=replicated, params=params, opt_state=opt_state)
 
 
+def _init_and_shardings(init_params_fn: Callable[[jax.Array], Any],
+                        tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+                        rules: sharding.Rules) -> tuple[Callable, TrainState, TrainState]:
+  """``(init(rng) -> TrainState, its abstract value, its shardings)``."""
+  abstract_boxed = jax.eval_shape(init_params_fn, rng)
+
+  def init(rng):
+    params = nn.unbox(init_params_fn(rng))
+    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
+                      opt_state=tx.init(params))
+  abstract = jax.eval_shape(init, rng)
+  return init, abstract, state_shardings(abstract_boxed, abstract, tx, mesh, rules)
+
+
 def create_train_state(init_params_fn: Callable[[jax.Array], Any],
                        tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
                        rules: sharding.Rules) -> tuple[TrainState, TrainState]:
@@ -46,15 +60,20 @@ def create_train_state(init_params_fn: Callable[[jax.Array], Any],
   ``init_params_fn(rng)`` returns the model's (boxed) ``params`` collection.
   Returns ``(state, shardings)``.
   """
-  abstract_boxed = jax.eval_shape(init_params_fn, rng)
-
-  def init(rng):
-    params = nn.unbox(init_params_fn(rng))
-    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
-                      opt_state=tx.init(params))
-  shardings = state_shardings(abstract_boxed, jax.eval_shape(init, rng), tx, mesh, rules)
+  init, _, shardings = _init_and_shardings(init_params_fn, tx, rng, mesh, rules)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
+
+
+def abstract_train_state(init_params_fn: Callable[[jax.Array], Any],
+                         tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+                         rules: sharding.Rules) -> tuple[TrainState, TrainState]:
+  """Like ``create_train_state`` but allocates nothing: ``jax.ShapeDtypeStruct`` leaves that
+  carry their shardings, for compiling ahead of time (``jit(...).lower(state, ...)``)."""
+  _, abstract, shardings = _init_and_shardings(init_params_fn, tx, rng, mesh, rules)
+  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                       abstract, shardings)
   return state, shardings
 
 
