@@ -94,7 +94,10 @@ def pretraining_config() -> ml_collections.ConfigDict:
       bert_lr_multiplier=1.0,  # the original used 0.1 on BERT-initialised parameters
       required=False,  # True: training refuses to start without init_checkpoint
   ))
-  c.benchmark = ml_collections.ConfigDict(dict(steps=10, warmup_steps=2, batch_size=8))
+  c.benchmark = ml_collections.ConfigDict(dict(
+      steps=10, warmup_steps=2, batch_size=8,
+      memory_estimate=False,  # also compile for batch 512 on 8 devices and print its memory
+  ))
   c.distributed = ml_collections.ConfigDict(dict(coordinator_address="", num_processes=0,
                                                  process_id=-1))
   return c

@@ -116,7 +116,8 @@ def test_sigterm_saves_and_resume_gives_identical_parameters(data_dir, tmp_path)
 
 def test_benchmark_mode_prints_its_json_line(data_dir, tmp_path):
   proc = launch(*tiny_flags(data_dir, tmp_path, "--config.mode=benchmark",
-                            "--config.benchmark.steps=2", "--config.benchmark.warmup_steps=1"))
+                            "--config.benchmark.steps=2", "--config.benchmark.warmup_steps=1",
+                            "--config.benchmark.memory_estimate=True"))
   output = proc.communicate(timeout=240)[0]
   assert proc.returncode == 0, output
   record = json.loads(output.strip().splitlines()[-1])
@@ -125,6 +126,9 @@ def test_benchmark_mode_prints_its_json_line(data_dir, tmp_path):
     assert key in record, key
   assert record["batch_size"] == 8 and record["num_devices"] == 8 and record["mfu"] is None
   assert record["step_time_s"] > 0 and record["model_flops_per_example"] > 0
+  estimate = record["memory_estimate"]  # batch 512 over the 8 test devices, shapes only
+  assert (estimate["batch_size"], estimate["num_devices"]) == (512, 8)
+  assert 0 < estimate["argument_bytes"] < estimate["total_bytes"]
 
 
 def test_analytic_flops_of_the_base_model():

@@ -105,7 +105,13 @@ class Task(abc.ABC):
     inputs, _ = flat_model_inputs(batch)
     return model.apply({"params": params}, *(inputs[k] for k in MODEL_INPUTS),
                        deterministic=rng is None,
-                       rngs=None if rng is None else {"dropout": rng})
+                       rngs=None if rng is None else {"dropout": rng},
+                       **self.model_kwargs(batch))
+
+  def model_kwargs(self, batch: Batch) -> dict[str, jax.Array]:
+    """Keyword arguments of the model call taken from the batch (none by default)."""
+    del batch
+    return {}
 
   @abc.abstractmethod
   def loss(self, out: Any, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:

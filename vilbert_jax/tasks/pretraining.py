@@ -46,6 +46,10 @@ class Pretraining(Task):
   def build_model(self, cfg):
     return ViLBERTForPretraining(cfg)
 
+  def model_kwargs(self, batch):
+    # Word and region logits only where the losses read them (the decoders' cost).
+    return {"masked_lm_labels": batch["masked_lm_labels"], "image_label": batch["image_label"]}
+
   def loss(self, out, batch):
     metrics = pretraining_metrics(out, batch)
     return metrics["loss/total"], metrics

@@ -24,18 +24,14 @@ import sys
 import time
 from typing import Any, Optional
 
-import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
 
 from vilbert_jax import sharding
-from vilbert_jax import tasks
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.train import data as train_data
-from vilbert_jax.train import optim
 from vilbert_jax.train import trainer
-from vilbert_jax.train.state import abstract_train_state
 
 MEMORY_ESTIMATE_BATCH = 512  # global batch of the memory estimate (the paper's)
 MEMORY_ESTIMATE_DEVICES = 8
@@ -127,19 +123,10 @@ def memory_estimate(config: ml_collections.ConfigDict, batch_size: int = MEMORY_
   if len(devices) < num_devices:
     raise ValueError(f"memory_estimate needs {num_devices} devices, {len(devices)} available")
   text_len, num_visual = config.data.max_text_len, config.data.num_visual_tokens
-  cfg = trainer.model_config(config)
-  task = tasks.create(config, {})
-  model = task.build_model(cfg)
-  mesh = sharding.make_mesh(**config.mesh.to_dict(), devices=devices)
-  inputs = trainer.sample_inputs(cfg, text_len, num_visual)
-  init_fn = lambda rng: model.init(rng, *inputs)["params"]  # noqa: E731
-  steps = max(1, int(config.num_train_steps))
-  tx, schedule = optim.make_optimizer(trainer.optimizer_config(config),
-                                      nn.unbox(jax.eval_shape(init_fn, jax.random.key(0))), steps)
-  state, shardings = abstract_train_state(init_fn, tx, jax.random.key(config.seed), mesh,
-                                          sharding.DEFAULT_RULES)
-  run = trainer.Run(config, cfg, task, model, mesh, tx, schedule, steps, state, shardings,
-                    task.loss_fn(model))
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.batch_size = batch_size
+  run = trainer.setup(config, num_examples=batch_size, devices=devices, abstract=True)
+  cfg, task, mesh, state = run.cfg, run.task, run.mesh, run.state
   batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype,
                                    sharding=sharding.batch_sharding(mesh, v.ndim))
            for k, v in synthetic_batch(cfg, batch_size, text_len, num_visual).items()
@@ -212,7 +199,7 @@ def run(config: ml_collections.ConfigDict, print_result: bool = True) -> dict[st
       "memory_per_device": _memory_record(compiled),
       "peak_memory_bytes": (device.memory_stats() or {}).get("peak_bytes_in_use"),
   }
-  if bench.get("memory_estimate", False):
+  if bench.memory_estimate:
     result["memory_estimate"] = memory_estimate_with_host_devices(config)
   if print_result:
     print(json.dumps(result))

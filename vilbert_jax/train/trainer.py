@@ -33,7 +33,8 @@ from vilbert_jax.train.checkpoints import Checkpoints, StopRequest, abstract_lik
 from vilbert_jax.train.export import export_params
 from vilbert_jax.train.initialization import initial_params
 from vilbert_jax.train.metric_writers import MetricWriter
-from vilbert_jax.train.state import TrainState, create_train_state, with_params
+from vilbert_jax.train.state import (TrainState, abstract_train_state, create_train_state,
+                                     with_params)
 from vilbert_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
@@ -103,9 +104,11 @@ class Run:
 
 def setup(config: ml_collections.ConfigDict, num_examples: int,
           devices: Optional[Sequence[jax.Device]] = None,
-          metadata: Optional[dict] = None) -> Run:
+          metadata: Optional[dict] = None, abstract: bool = False) -> Run:
   """Task, model, mesh (over ``devices``, default all), optimiser and the sharded initial
-  state, for ``num_examples`` per epoch; ``metadata``: the dataset's (e.g. answer vocab)."""
+  state, for ``num_examples`` per epoch; ``metadata``: the dataset's (e.g. answer vocab).
+  ``abstract``: the state as ``jax.ShapeDtypeStruct`` leaves with shardings (nothing
+  allocated), for compiling ahead of time."""
   cfg = model_config(config)
   task = tasks.create(config, metadata or {})
   model = task.build_model(cfg)
@@ -116,8 +119,9 @@ def setup(config: ml_collections.ConfigDict, num_examples: int,
   abstract_params = nn.unbox(jax.eval_shape(init_fn, jax.random.key(0)))
   opt = optimizer_config(config)
   tx, schedule = optim.make_optimizer(opt, abstract_params, steps)
-  state, shardings = create_train_state(init_fn, tx, jax.random.key(config.seed), mesh,
-                                        sharding.DEFAULT_RULES)
+  make_state = abstract_train_state if abstract else create_train_state
+  state, shardings = make_state(init_fn, tx, jax.random.key(config.seed), mesh,
+                                sharding.DEFAULT_RULES)
   return Run(config, cfg, task, model, mesh, tx, schedule, steps, state, shardings,
              task.loss_fn(model))
 
