@@ -64,6 +64,9 @@ def pretraining_config() -> ml_collections.ConfigDict:
       max_text_len=36,
       num_visual_tokens=37,  # 36 regions + IMG
       worker_count=0,  # grain worker processes
+      # Pretraining batches' image_feat/image_target: "float16" halves the bytes moved (use
+      # with datasets built --float16; max relative error 2e-4 on the model outputs).
+      feature_dtype="float32",
       synthetic=ml_collections.ConfigDict(dict(feature_dim=128, num_classes=20,
                                                num_train=5000, num_validation=500,
                                                num_test=500)),

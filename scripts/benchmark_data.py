@@ -29,7 +29,8 @@ _BUILD_WORKERS = flags.DEFINE_list("build_workers", ["0", "2"],
 _BATCH = flags.DEFINE_integer("batch_size", 64, "examples per batch")
 _BATCHES = flags.DEFINE_integer("num_batches", 30, "batches timed per worker count")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "scratch folder (default: a temp dir)")
-_FLOAT16 = flags.DEFINE_bool("float16", False, "store features and class probs as float16")
+_FLOAT16 = flags.DEFINE_bool("float16", False, "store features and class probs as float16 "
+                             "and keep them float16 in the batches")
 
 NUM_BOXES, FEATURE_DIM, NUM_CLASSES = 36, 2048, 1601
 
@@ -87,8 +88,9 @@ def main(argv):
 
   tok = bert_or_synthetic_tokenizer()
   for workers in map(int, _WORKERS.value):
-    loader = pipeline.pretraining_loader(split, tok, batch_size=_BATCH.value, seed=0,
-                                         shard=(0, 1), worker_count=workers)
+    loader = pipeline.pretraining_loader(
+        split, tok, batch_size=_BATCH.value, seed=0, shard=(0, 1), worker_count=workers,
+        feature_dtype="float16" if _FLOAT16.value else "float32")
     it = iter(loader)
     next(it)  # start-up (worker processes) is not timed
     start = time.perf_counter()

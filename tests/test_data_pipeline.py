@@ -35,6 +35,19 @@ def test_pretraining_batch_contract(train):
                        else np.int32), k
 
 
+def test_float16_batches_are_the_float32_batches_rounded(train):
+  full, half = _batches(train, 1)[0], _batches(train, 1, feature_dtype="float16")[0]
+  for key in ("image_feat", "image_target"):
+    assert half[key].dtype == np.float16, key
+  np.testing.assert_array_equal(half["image_target"], full["image_target"].astype(np.float16))
+  np.testing.assert_array_equal(half["image_feat"][:, 1:], full["image_feat"][:, 1:].astype(
+      np.float16))
+  # The IMG token averages the float16 regions (in float32): within one float16 step.
+  np.testing.assert_allclose(half["image_feat"][:, 0], full["image_feat"][:, 0], rtol=1e-3)
+  for key in set(full) - {"image_feat", "image_target"}:
+    np.testing.assert_array_equal(half[key], full[key])
+
+
 def test_img_token_is_mean_of_masked_regions_and_padding_is_clean(train):
   for b in _batches(train, 6):
     n = b["image_mask"].sum(1) - 1

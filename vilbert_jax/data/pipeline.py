@@ -61,21 +61,24 @@ def text(value) -> str:
   return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def image_regions(record: Dict, max_regions: int) -> Dict[str, np.ndarray]:
-  """The regions of a stored record (float32 views where possible), at most `max_regions`.
+def image_regions(record: Dict, max_regions: int,
+                  dtype: np.dtype = np.float32) -> Dict[str, np.ndarray]:
+  """The regions of a stored record, at most `max_regions`; features and class distributions
+  as `dtype` (views where the stored dtype matches: float16 storage read as float16 moves
+  half the bytes).
 
   A record with at most `max_regions` boxes keeps them all: the extractor already chose them.
   With more, they are chosen by detector confidence as the paper does (`regions.select_boxes`)
   when the record has class distributions, else the first ones are kept. Stored order stays.
   """
   cls_prob = record.get("cls_prob")
-  cls_prob = None if cls_prob is None else np.asarray(cls_prob, np.float32)
+  cls_prob = None if cls_prob is None else np.asarray(cls_prob, dtype)
   n = len(record["boxes"])
   keep = (regions.select_boxes(cls_prob, n, max_boxes=max_regions) if n > max_regions
           else np.arange(n))
   if len(keep) == 0 or keep[-1] == len(keep) - 1:  # a prefix: slice, do not copy
     keep = slice(0, len(keep))
-  return {"features": np.asarray(record["features"], np.float32)[keep],
+  return {"features": np.asarray(record["features"], dtype)[keep],
           "boxes": np.asarray(record["boxes"], np.float32)[keep],
           "cls_prob": None if cls_prob is None else cls_prob[keep],
           "image_w": float(record["image_w"]), "image_h": float(record["image_h"])}
@@ -103,6 +106,7 @@ class PretrainingTransform(grain.RandomMapTransform):
   max_text_len: int = 36
   num_visual_tokens: int = 37
   masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig()
+  feature_dtype: str = "float32"  # of image_feat / image_target; "float16" halves the bytes
 
   def random_map(self, element, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     record_index, item, record, _ = element
@@ -117,7 +121,7 @@ class PretrainingTransform(grain.RandomMapTransform):
     out = tok.encode(caption, self.max_text_len)
     out["input_ids"], out["masked_lm_labels"] = masking_lib.mask_tokens(
         rngs[1], out["input_ids"], tok.special_ids, tok.mask_id, tok.vocab_size, self.masking)
-    image = image_regions(record, self.num_visual_tokens - 1)
+    image = image_regions(record, self.num_visual_tokens - 1, np.dtype(self.feature_dtype))
     if image["cls_prob"] is None:
       raise ValueError(f"{self.split.name} record {record_index} has no cls_prob; pretraining "
                        "needs the detector class distribution")
@@ -167,11 +171,14 @@ def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
 def pretraining_loader(split: SplitData, tokenizer: Tokenizer, *, batch_size: int, seed: int,
                        max_text_len: int = 36, num_visual_tokens: int = 37,
                        masking: masking_lib.MaskingConfig = masking_lib.MaskingConfig(),
-                       **loader_kwargs) -> grain.DataLoader:
+                       feature_dtype: str = "float32", **loader_kwargs) -> grain.DataLoader:
   """Pretraining batches (masked words, masked regions, alignment) from a split's captions.
 
-  `loader_kwargs` go to `make_loader` (shuffle, num_epochs, shard, worker_count).
+  `feature_dtype` "float16" keeps `image_feat` and `image_target` in float16 (the model and
+  the losses cast them); `loader_kwargs` go to `make_loader` (shuffle, num_epochs, shard,
+  worker_count).
   """
-  transform = PretrainingTransform(split, tokenizer, max_text_len, num_visual_tokens, masking)
+  transform = PretrainingTransform(split, tokenizer, max_text_len, num_visual_tokens, masking,
+                                   feature_dtype)
   return make_loader(split, "captions", transform, batch_size=batch_size, seed=seed,
                      **loader_kwargs)

@@ -60,14 +60,16 @@ def visual_inputs(features: np.ndarray, boxes: np.ndarray, image_w: float, image
     zero_rows: optional [N] bool, regions whose feature is zeroed.
 
   Returns:
-    dict with `image_feat [R, D]` float32, `image_loc [R, 5]` float32, `image_mask [R]` int32.
+    dict with `image_feat [R, D]` (float32, or float16 for float16 features; the IMG mean is
+    accumulated in float32), `image_loc [R, 5]` float32, `image_mask [R]` int32.
   """
   n = min(features.shape[0], num_visual_tokens - 1)
-  feat = np.zeros((num_visual_tokens, features.shape[1]), np.float32)
+  dtype = np.float16 if features.dtype == np.float16 else np.float32
+  feat = np.zeros((num_visual_tokens, features.shape[1]), dtype)
   feat[1:n + 1] = features[:n]
   if zero_rows is not None:
     feat[1:n + 1][zero_rows[:n]] = 0.0
-  feat[0] = feat[1:n + 1].mean(axis=0)
+  feat[0] = feat[1:n + 1].mean(axis=0, dtype=np.float32)
   loc = np.zeros((num_visual_tokens, 5), np.float32)
   loc[0] = IMG_LOCATION
   loc[1:n + 1] = box_locations(boxes[:n], image_w, image_h)

@@ -73,7 +73,8 @@ def pretraining_loader(config: ml_collections.ConfigDict, split: data_lib.SplitD
   return data_lib.pretraining_loader(
       split, tok, batch_size=per_process_batch_size(config.batch_size), seed=seed,
       max_text_len=config.data.max_text_len, num_visual_tokens=config.data.num_visual_tokens,
-      masking=masking(config), worker_count=config.data.worker_count, num_epochs=num_epochs,
+      masking=masking(config), feature_dtype=config.data.feature_dtype,
+      worker_count=config.data.worker_count, num_epochs=num_epochs,
       shuffle=shuffle)
 
 
