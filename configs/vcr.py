@@ -1,15 +1,10 @@
-"""VCR: Q->A, QA->R and Q->AR on the validation split.
+"""VCR: Q->A and QA->R trained together; Q->A, QA->R and Q->AR accuracy on validation.
 
     python launch.py --config configs/vcr.py --workdir /ckpt/vcr \
-        --config.init_checkpoint=/ckpt/vilbert_cc --config.data.data_dir=/data/tfds \
-        --config.data.tokenizer=/bert/vocab.txt
+        --config.init_checkpoint=/ckpt/cc --config.data.tokenizer=/bert/vocab.txt
 
-Paper hyperparameters (``configs.common.FINETUNING``; 20 epochs, 10% warmup then linear decay).
-Evaluate a checkpoint, or a converted released model given as init_checkpoint, with
-``--config.mode=eval``. Variants ``arg``: ``coattn2|coattn4|coattn6|coattn8``, ``single_stream``
-(start from a checkpoint pretrained with that model) or ``no_pretraining`` (BERT only:
-``--config.init.bert_checkpoint=...``), e.g. ``--config configs/vcr.py:coattn4``.
-Released 12-in-1 heads: ``--config.task.head_variant=12in1``.
+Variants (``:coattn4``, ``:single_stream``, ``:no_pretraining``, ...) and the paper's
+hyperparameters: ``configs.common.finetuning_config``; more in the README, "Transfer tasks".
 """
 
 from configs import common

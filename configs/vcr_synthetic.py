@@ -1,11 +1,9 @@
-"""Synthetic twin of configs/vcr.py on the synthetic scenes
-(minutes on 2 CPU cores).
+"""Synthetic twin of configs/vcr.py on the synthetic scenes, from the demo:
 
     python launch.py --config configs/vcr_synthetic.py \
-        --workdir /tmp/vcr_synthetic --config.init_checkpoint=/tmp/vilbert_demo
+        --workdir /tmp/vcr --config.init_checkpoint=/tmp/vilbert_demo
 
-``/tmp/vilbert_demo`` is the workdir of the demo (configs/pretrain_synthetic.py).
-From scratch, for comparison: ``--config configs/vcr_synthetic.py:no_pretraining``.
+``:no_pretraining`` trains the same model from scratch.
 """
 
 from configs.synthetic import synthetic_task_config

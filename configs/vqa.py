@@ -1,15 +1,11 @@
-"""VQA v2: trainval -> minval (official accuracy, per answer type) and a test-dev prediction file.
+"""VQA v2: fine-tune on trainval; official accuracy (overall, per answer type) on minval.
 
     python launch.py --config configs/vqa.py --workdir /ckpt/vqa \
-        --config.init_checkpoint=/ckpt/vilbert_cc --config.data.data_dir=/data/tfds \
-        --config.data.tokenizer=/bert/vocab.txt
+        --config.init_checkpoint=/ckpt/cc --config.data.tokenizer=/bert/vocab.txt
 
-Paper hyperparameters (``configs.common.FINETUNING``; 20 epochs, 10% warmup then linear decay).
-Evaluate a checkpoint, or a converted released model given as init_checkpoint, with
-``--config.mode=eval``. Variants ``arg``: ``coattn2|coattn4|coattn6|coattn8``, ``single_stream``
-(start from a checkpoint pretrained with that model) or ``no_pretraining`` (BERT only:
-``--config.init.bert_checkpoint=...``), e.g. ``--config configs/vqa.py:coattn4``.
-Released 12-in-1 heads: ``--config.task.head_variant=12in1``.
+Test-dev file: ``--config.mode=eval --config.data.eval_splits='("test_dev",)'``.
+Variants (``:coattn4``, ``:single_stream``, ``:no_pretraining``, ...) and the paper's
+hyperparameters: ``configs.common.finetuning_config``; more in the README, "Transfer tasks".
 """
 
 from configs import common

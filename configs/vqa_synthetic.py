@@ -1,11 +1,9 @@
-"""Synthetic twin of configs/vqa.py on the synthetic scenes
-(minutes on 2 CPU cores).
+"""Synthetic twin of configs/vqa.py on the synthetic scenes, from the demo:
 
     python launch.py --config configs/vqa_synthetic.py \
-        --workdir /tmp/vqa_synthetic --config.init_checkpoint=/tmp/vilbert_demo
+        --workdir /tmp/vqa --config.init_checkpoint=/tmp/vilbert_demo
 
-``/tmp/vilbert_demo`` is the workdir of the demo (configs/pretrain_synthetic.py).
-From scratch, for comparison: ``--config configs/vqa_synthetic.py:no_pretraining``.
+``:no_pretraining`` trains the same model from scratch.
 """
 
 from configs.synthetic import synthetic_task_config

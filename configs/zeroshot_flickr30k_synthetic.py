@@ -1,10 +1,7 @@
-"""Synthetic twin of configs/zeroshot_flickr30k.py on the synthetic scenes
-(minutes on 2 CPU cores).
+"""Synthetic twin of configs/zeroshot_flickr30k.py on the synthetic scenes, from the demo:
 
     python launch.py --config configs/zeroshot_flickr30k_synthetic.py \
-        --workdir /tmp/zeroshot_flickr30k_synthetic --config.init_checkpoint=/tmp/vilbert_demo
-
-``/tmp/vilbert_demo`` is the workdir of the demo (configs/pretrain_synthetic.py).
+        --workdir /tmp/zeroshot_flickr30k --config.init_checkpoint=/tmp/vilbert_demo
 """
 
 from configs.synthetic import synthetic_task_config
