@@ -308,21 +308,26 @@ def test_fine_tuning_starts_from_the_pretrained_run(pretrained, data_dir, tmp_pa
   assert fresh and "ignored 0" in fresh[0], out
 
 
-@pytest.fixture(scope="module")
-def released(fixtures_dir, tmp_path_factory):
-  """The original NeurIPS task checkpoint of reference/, through the converter CLI."""
+@pytest.fixture(scope="module", params=[("original_small_tasks", "neurips", 11),
+                                        ("original_small_tasks_12in1", "12in1", 3129)])
+def released(request, fixtures_dir, tmp_path_factory):
+  """An original task checkpoint of reference/ (NeurIPS or 12-in-1 heads), through the
+  converter CLI: ``(params directory, head variant, its number of VQA answers)``."""
+  name, variant, num_answers = request.param
   out = tmp_path_factory.mktemp("released") / "params"
-  assert convert_main(["original", "--checkpoint", str(fixtures_dir / "original_small_tasks.npz"),
+  assert convert_main(["original", "--checkpoint", str(fixtures_dir / f"{name}.npz"),
                        "--config", str(fixtures_dir / "original_small_config.json"),
                        "--output", str(out)]) == 0
-  return out
+  return out, variant, num_answers
 
 
 def _released_config(task, data_dir, released):
-  config = tiny_task_config(task, data_dir, variant="base", init_checkpoint=str(released),
+  path, variant, num_answers = released
+  config = tiny_task_config(task, data_dir, variant="base", init_checkpoint=str(path),
                             mode="eval", **{"data.synthetic.feature_dim": 32,
-                                            "task.num_answers": 11})
-  for k, v in load_spec(released).config.__dict__.items():
+                                            "task.num_answers": num_answers,
+                                            "task.head_variant": variant})
+  for k, v in load_spec(path).config.__dict__.items():
     config.model[k] = v
   return config
 
@@ -332,7 +337,8 @@ def test_released_checkpoint_evaluates_without_training(released, data_dir, tmp_
   result = trainer.evaluate_checkpoint(config, str(tmp_path))
   assert 0 <= result["validation/accuracy"] <= 1
   assert "kept 0 freshly initialised, ignored 0" in capsys.readouterr().out
-  with pytest.raises(ValueError, match="vqa_head.*checkpoint .*11"):  # 35 synthetic answers
+  # The synthetic VQA vocabulary has 35 answers, the released head another number.
+  with pytest.raises(ValueError, match=f"vqa_head.*checkpoint .*{released[2]}"):
     trainer.evaluate_checkpoint(_released_config("vqa", data_dir, released), str(tmp_path))
 
 

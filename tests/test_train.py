@@ -60,14 +60,20 @@ def _losses_after_steps(config, devices, steps=3):
     for _ in range(steps):
       state, metrics = step(state, train_data.to_global(batch, run.mesh))
       losses.append(float(metrics["loss/total"]))
-  return losses, jax.device_get(state.params), jax.device_get(run.state.params)
+  return losses, state.params, jax.device_get(run.state.params)
 
 
 def test_sharded_run_matches_single_device(data_dir):
+  """data x FSDP x tensor parallelism: parameters really split, same losses and parameters."""
   one, params_one, _ = _losses_after_steps(tiny_config(data_dir), jax.devices()[:1])
   config = tiny_config(data_dir)
   config.mesh.update(data=2, fsdp=2, tensor=2)
   many, params_many, _ = _losses_after_steps(config, None)
+  # The FFN kernel [text_embed, text_mlp] is split over fsdp (rows) and tensor (columns).
+  kernel = params_many["backbone"]["encoder"]["text_layers_0"]["ffn"]["intermediate"]["kernel"]
+  assert kernel.sharding.shard_shape(kernel.shape) == (kernel.shape[0] // 2,
+                                                       kernel.shape[1] // 2)
+  params_one, params_many = jax.device_get((params_one, params_many))
   assert one[-1] < one[0]  # it trains
   np.testing.assert_allclose(many, one, rtol=2e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
@@ -78,6 +84,7 @@ def test_frozen_parameters_stay_fixed_on_a_sharded_mesh(data_dir):
   config = tiny_config(data_dir, **{"optimizer.frozen": (r"^backbone/text_embeddings/",)})
   config.mesh.update(data=4, tensor=2)
   _, final, initial = _losses_after_steps(config, None, steps=2)
+  final = jax.device_get(final)
   jax.tree.map(np.testing.assert_array_equal, final["backbone"]["text_embeddings"],
                initial["backbone"]["text_embeddings"])
   assert not np.array_equal(final["region_head"]["decoder"]["kernel"],

@@ -114,7 +114,8 @@ def setup(config: ml_collections.ConfigDict, num_examples: int,
   model = task.build_model(cfg)
   mesh = sharding.make_mesh(**config.mesh.to_dict(), devices=devices)
   steps = total_steps(config, num_examples)
-  inputs = sample_inputs(cfg, config.data.max_text_len, config.data.num_visual_tokens)
+  # Batch 2: the 12-in-1 NLVR2 head (pairs of examples) exists only for even batches.
+  inputs = sample_inputs(cfg, config.data.max_text_len, config.data.num_visual_tokens, batch=2)
   init_fn = lambda rng: model.init(rng, *inputs)["params"]  # noqa: E731
   abstract_params = nn.unbox(jax.eval_shape(init_fn, jax.random.key(0)))
   opt = optimizer_config(config)
