@@ -24,7 +24,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import vilbert_jax as vj  # noqa: E402
-from vilbert_jax.eval.retrieval import IMAGE_KEYS, TEXT_KEYS, PairScorer  # noqa: E402
+from vilbert_jax.eval.retrieval import PairScorer  # noqa: E402
+from vilbert_jax.model.inputs import IMAGE_INPUTS, TEXT_INPUTS  # noqa: E402
 
 _PRESET = flags.DEFINE_string("preset", "tiny", "model preset (vj.PRESETS)")
 _CAPTIONS = flags.DEFINE_integer("captions", 64, "captions timed")
@@ -47,7 +48,7 @@ def random_inputs(cfg, num_captions: int, num_images: int, text_len: int, num_vi
   images = {"image_feat": rng.random((num_images, num_visual, cfg.v_feature_size)),
             "image_loc": rng.random((num_images, num_visual, 5)),
             "image_mask": np.ones((num_images, num_visual))}
-  as_type = lambda d, t: {k: v.astype(t if k in TEXT_KEYS + ("image_mask",)  # noqa: E731
+  as_type = lambda d, t: {k: v.astype(t if k in TEXT_INPUTS + ("image_mask",)  # noqa: E731
                                       else np.float32) for k, v in d.items()}
   return as_type(captions, np.int32), as_type(images, np.int32)
 
@@ -69,9 +70,9 @@ def main(argv):
   scorer(params, captions, images)
   seconds = time.perf_counter() - start
   pairs_per_s = _CAPTIONS.value * _IMAGES.value / seconds
-  text = {k: captions[k][:cb] for k in TEXT_KEYS}
+  text = {k: captions[k][:cb] for k in TEXT_INPUTS}
   hidden = scorer.prefix(params, text)
-  image = {k: images[k][:ib] for k in IMAGE_KEYS}
+  image = {k: images[k][:ib] for k in IMAGE_INPUTS}
   cost = scorer.score_block.lower(params, text, hidden, image).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   flops_per_pair = float(cost["flops"]) / (cb * ib)

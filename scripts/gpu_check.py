@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import vilbert_jax as vj
 from configs import pretrain_cc
 from vilbert_jax import losses as losses_lib
+from vilbert_jax.model.inputs import MODEL_INPUTS
 from vilbert_jax.train import benchmark
 
 SMOKE_MODEL = dict(hidden_size=64, num_attention_heads=4, intermediate_size=128,
@@ -43,8 +44,7 @@ def emit(record: dict[str, Any]) -> None:
 def numerics(cfg: vj.ViLBERTConfig) -> None:
   """Logit and loss differences of the bfloat16 variants from float32 on one batch."""
   batch = benchmark.synthetic_batch(cfg, 8, 36, 37)
-  inputs = [batch[k] for k in ("input_ids", "token_type_ids", "attention_mask", "image_feat",
-                               "image_loc", "image_mask")]
+  inputs = [batch[k] for k in MODEL_INPUTS]
   params = jax.jit(vj.ViLBERTForPretraining(cfg).init)(jax.random.key(0), *inputs)["params"]
 
   def forward(variant_cfg):

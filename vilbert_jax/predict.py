@@ -27,12 +27,9 @@ from vilbert_jax.data.features import RegionFeatures
 from vilbert_jax.data.pipeline import image_regions, visual
 from vilbert_jax.data.tokenizer import Tokenizer, load_tokenizer, synthetic_tokenizer
 from vilbert_jax.model.attention import ATTENTION_MAPS
+from vilbert_jax.model.inputs import MODEL_INPUTS
 from vilbert_jax.params_io import load_params
 from vilbert_jax.train.export import TASK_FILE
-
-MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "image_feat", "image_loc",
-                "image_mask")
-
 
 @dataclasses.dataclass(frozen=True)
 class Grounding:

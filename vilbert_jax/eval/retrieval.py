@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-TEXT_KEYS = ("input_ids", "token_type_ids", "attention_mask")
-IMAGE_KEYS = ("image_feat", "image_loc", "image_mask")
+from vilbert_jax.model.inputs import IMAGE_INPUTS, TEXT_INPUTS
+
 
 
 def alignment_match_probability(out: Any) -> jax.Array:
@@ -42,7 +42,7 @@ class PairScorer:
     self.two_stream = not model.cfg.single_stream
 
     def prefix(params, text):
-      return model.apply({"params": params}, *(text[k] for k in TEXT_KEYS),
+      return model.apply({"params": params}, *(text[k] for k in TEXT_INPUTS),
                          method=lambda m, *a: m.backbone.text_prefix(*a))
 
     def score_block(params, text, hidden, image):
@@ -50,8 +50,8 @@ class PairScorer:
       per_pair_text = {k: jnp.repeat(v, i, axis=0) for k, v in text.items()}
       per_pair_image = {k: jnp.tile(v, (c,) + (1,) * (v.ndim - 1)) for k, v in image.items()}
       extra = {"text_hidden": jnp.repeat(hidden, i, axis=0)} if self.two_stream else {}
-      out = model.apply({"params": params}, *(per_pair_text[k] for k in TEXT_KEYS),
-                        *(per_pair_image[k] for k in IMAGE_KEYS), **extra)
+      out = model.apply({"params": params}, *(per_pair_text[k] for k in TEXT_INPUTS),
+                        *(per_pair_image[k] for k in IMAGE_INPUTS), **extra)
       return score_fn(out).reshape(c, i)
 
     self.prefix, self.score_block = jax.jit(prefix), jax.jit(score_block)
@@ -62,10 +62,10 @@ class PairScorer:
     cb, ib = self.caption_block, self.image_block
     num_captions, num_images = len(captions["input_ids"]), len(images["image_feat"])
     scores = np.zeros((num_captions, num_images), np.float32)
-    image_blocks = [{k: _pad_to(images[k][i0:i0 + ib], ib) for k in IMAGE_KEYS}
+    image_blocks = [{k: _pad_to(images[k][i0:i0 + ib], ib) for k in IMAGE_INPUTS}
                     for i0 in range(0, num_images, ib)]
     for c0 in range(0, num_captions, cb):
-      text = {k: _pad_to(captions[k][c0:c0 + cb], cb) for k in TEXT_KEYS}
+      text = {k: _pad_to(captions[k][c0:c0 + cb], cb) for k in TEXT_INPUTS}
       hidden = self.prefix(params, text) if self.two_stream else None
       for b, image in enumerate(image_blocks):
         i0 = b * ib

@@ -1,4 +1,5 @@
-"""Defaults for the optional model inputs (those of the original code)."""
+"""The model inputs: their names in order, and defaults for the optional ones (as the
+original code has them)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+# Positional inputs of every model, in order; batches use the same keys.
+TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")  # [B, T] int32 each
+IMAGE_INPUTS = ("image_feat", "image_loc", "image_mask")  # [B, R, D], [B, R, 5], [B, R]
+MODEL_INPUTS = TEXT_INPUTS + IMAGE_INPUTS
 
 
 def default_text_inputs(input_ids: jax.Array, token_type_ids: Optional[jax.Array],

@@ -21,13 +21,11 @@ from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.data.tasks import LOADER_ITEMS
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
+from vilbert_jax.model.inputs import IMAGE_INPUTS, MODEL_INPUTS, TEXT_INPUTS
 from vilbert_jax.model.vl_tasks import ViLBERTForVLTasks
 from vilbert_jax.train import data as train_data
 
 Batch = Mapping[str, jax.Array]
-TEXT_INPUTS = ("input_ids", "token_type_ids", "attention_mask")
-IMAGE_INPUTS = ("image_feat", "image_loc", "image_mask")
-MODEL_INPUTS = TEXT_INPUTS + IMAGE_INPUTS
 
 
 class Evaluator(Protocol):
