@@ -23,6 +23,7 @@ from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
 from vilbert_jax.model.inputs import IMAGE_INPUTS, MODEL_INPUTS, TEXT_INPUTS
 from vilbert_jax.model.vl_tasks import ViLBERTForVLTasks
+from vilbert_jax.tasks.evaluation import ExampleEvaluator
 from vilbert_jax.train import data as train_data
 
 Batch = Mapping[str, jax.Array]
@@ -69,7 +70,8 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 class Task(abc.ABC):
   """A pretraining objective or a transfer task, bound to a run config and dataset metadata.
 
-  Subclasses set the class attributes and implement ``loss`` and ``evaluator``.
+  Subclasses set the class attributes and implement ``loss``, and either ``predict`` and
+  ``score`` (per-example tasks) or ``evaluator``.
   """
 
   name: ClassVar[str]  # Registry key (``config.task.name``).
@@ -120,9 +122,10 @@ class Task(abc.ABC):
     return train_data.task_loader(self.config, split, self.loader_task, tok, seed=seed,
                                   **self.loader_options())
 
-  @abc.abstractmethod
   def evaluator(self, model: nn.Module, mesh: Any, tok: Tokenizer) -> Evaluator:
-    """The evaluator of ``config.data.eval_splits``."""
+    """The evaluator of ``config.data.eval_splits``: by default every item predicted once
+    (``ExampleEvaluator``, reading the task's ``predict`` and ``score``)."""
+    return ExampleEvaluator(self, model, mesh, tok)
 
   def loss_fn(self, model: nn.Module) -> Callable:
     """``loss_fn(params, batch, rng) -> (loss, metrics)`` for ``train.step``."""

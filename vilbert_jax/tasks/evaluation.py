@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -105,12 +105,10 @@ class ExampleEvaluator:
   as ``<split>/<name>``, predictions written as ``<task>_<split>_predictions.json``.
   """
 
-  def __init__(self, task: Any, model: Any, mesh: Any, tok: Tokenizer,
-               splits: Optional[Mapping[str, SplitData]] = None):
+  def __init__(self, task: Any, model: Any, mesh: Any, tok: Tokenizer):
     self.task, self.mesh, self.tok = task, mesh, tok
-    config = task.config
-    self.splits = dict(splits) if splits is not None else {
-        name: train_data.open_dataset(config, name) for name in config.data.eval_splits}
+    self.splits = {name: train_data.open_dataset(task.config, name)
+                   for name in task.config.data.eval_splits}
     self.predict_step = jax.jit(
         lambda params, batch: task.predict(task.forward(model, params, batch, None), batch))
     self.records: dict[str, list] = {}

@@ -15,7 +15,6 @@ import optax
 from vilbert_jax import metrics
 from vilbert_jax.data.pipeline import text
 from vilbert_jax.tasks.base import Task
-from vilbert_jax.tasks.evaluation import ExampleEvaluator
 
 
 def grounding_loss(logits, target):
@@ -50,15 +49,15 @@ class RefCOCOPlus(Task):
     correct = metrics.grounding_correct(p["scores"], p["region_iou"], p["image_mask"])
     best = np.argmax(np.where(p["image_mask"] > 0, p["scores"], -np.inf), -1).tolist()
     items = split.task_items("refer")
+    image_ids = {}  # record -> image id: each record (features and all) is read once
     records = []
     for row, (example_id, region) in enumerate(zip(p["example_id"], best)):
       record, item = items.locate(int(example_id))
-      records.append({"example_id": int(example_id),
-                      "image_id": text(split.records[record]["image_id"]),
+      if record not in image_ids:
+        image_ids[record] = text(split.records[record]["image_id"])
+      records.append({"example_id": int(example_id), "image_id": image_ids[record],
                       "expression_index": item, "region": region,
                       "box": p["region_boxes"][row, region].tolist(),
                       "iou": float(p["region_iou"][row, region]), "correct": bool(correct[row])})
     return {"accuracy": float(correct.mean())}, records
 
-  def evaluator(self, model, mesh, tok):
-    return ExampleEvaluator(self, model, mesh, tok)

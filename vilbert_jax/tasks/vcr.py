@@ -15,7 +15,6 @@ import numpy as np
 from vilbert_jax import metrics
 from vilbert_jax.metrics.multiple_choice import multiple_choice_correct
 from vilbert_jax.tasks.base import Task, accuracy, softmax_cross_entropy
-from vilbert_jax.tasks.evaluation import ExampleEvaluator
 
 
 def answer_and_rationale_logits(score: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -61,8 +60,6 @@ class VCR(Task):
     return {"q_a_accuracy": result["Q->A"], "qa_r_accuracy": result["QA->R"],
             "q_ar_accuracy": result["Q->AR"]}, records
 
-  def evaluator(self, model, mesh, tok):
-    return ExampleEvaluator(self, model, mesh, tok)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:

@@ -20,7 +20,6 @@ from vilbert_jax import metrics
 from vilbert_jax.data.features.safe_pickle import safe_loads
 from vilbert_jax.data.tasks import vqa_ground_truth
 from vilbert_jax.tasks.base import Task
-from vilbert_jax.tasks.evaluation import ExampleEvaluator
 
 
 def vqa_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
@@ -55,6 +54,7 @@ class VQA(Task):
     path = config.task.answer_vocab_file
     if path:  # The run (export, predictions, targets) then uses the released head's order.
       self.metadata["answer_vocab"] = load_answer_vocab(path)
+    self._truth = {}  # split name -> vqa_ground_truth: read once, not at every evaluation
 
   @property
   def answer_vocab(self) -> list[str]:
@@ -84,7 +84,9 @@ class VQA(Task):
 
   def score(self, predictions, split):
     """Official accuracy of the questions with answers; records for every question."""
-    truth = vqa_ground_truth(split)
+    if split.name not in self._truth:
+      self._truth[split.name] = vqa_ground_truth(split)
+    truth = self._truth[split.name]
     vocab = self.answer_vocab
     acc, records = metrics.VQAAccumulator(), []
     for example_id, answer in zip(predictions["example_id"], predictions["answer"]):
@@ -100,6 +102,4 @@ class VQA(Task):
                 for t, v in result["per_answer_type"].items()})
     return out, records
 
-  def evaluator(self, model, mesh, tok):
-    return ExampleEvaluator(self, model, mesh, tok)
 
