@@ -168,12 +168,12 @@ def test_image_regions_select_only_when_over_the_limit():
             "cls_prob": prob}
   image = pipeline.image_regions(record, 36)
   # The minimum of 10: the 4 confident boxes, then the first of the tied rest; stored order.
-  np.testing.assert_array_equal(image["features"],
+  np.testing.assert_array_equal(image.features,
                                 record["features"][[0, 1, 2, 3, 4, 5, 6, 9, 30, 44]])
   small = {**record, "boxes": record["boxes"][:20], "features": record["features"][:20],
            "cls_prob": prob[:20]}
   image = pipeline.image_regions(small, 36)  # the extractor already chose them
-  np.testing.assert_array_equal(image["features"], small["features"])
+  np.testing.assert_array_equal(image.features, small["features"])
 
 
 def test_worker_processes_give_the_same_batches(train):

@@ -27,19 +27,48 @@ def test_box_locations():
 def test_visual_inputs_img_token_and_padding():
   feats = np.arange(12, dtype=np.float32).reshape(3, 4)
   boxes = np.tile(np.array([[0, 0, 10, 10]], np.float32), (3, 1))
-  out = regions.visual_inputs(feats, boxes, 20, 20, 6)
+  out = regions.visual_inputs(regions.Regions(feats, boxes, 20, 20), 6)
   np.testing.assert_allclose(out["image_feat"][0], feats.mean(0))
   np.testing.assert_allclose(out["image_loc"][0], [0, 0, 1, 1, 1])
   np.testing.assert_array_equal(out["image_mask"], [1, 1, 1, 1, 0, 0])
   np.testing.assert_array_equal(out["image_feat"][4:], 0)
   np.testing.assert_array_equal(out["image_loc"][4:], 0)
   assert out["image_feat"].dtype == np.float32 and out["image_mask"].dtype == np.int32
-  truncated = regions.visual_inputs(feats, boxes, 20, 20, 3)  # IMG + 2 regions
+  truncated = regions.visual_inputs(regions.Regions(feats, boxes, 20, 20), 3)  # IMG + 2 regions
   np.testing.assert_allclose(truncated["image_feat"][0], feats[:2].mean(0))
-  masked = regions.visual_inputs(feats, boxes, 20, 20, 6, np.array([False, True, False]))
+  masked = regions.visual_inputs(
+      regions.Regions(feats, boxes, 20, 20, zero_rows=np.array([False, True, False])), 6)
   np.testing.assert_array_equal(masked["image_feat"][2], 0)
   np.testing.assert_allclose(masked["image_feat"][0], (feats[0] + feats[2]) / 3)
   np.testing.assert_array_equal(feats[1], [4, 5, 6, 7])  # the input is not modified
+
+
+def test_as_float_widens_every_float16_value_exactly():
+  halves = np.arange(2**16, dtype=np.uint16).view(np.float16)  # every bit pattern
+  widened = regions.as_float(halves)
+  finite = np.isfinite(halves)
+  np.testing.assert_array_equal(widened[finite].view(np.uint32),  # bits: keeps -0.0 too
+                                halves[finite].astype(np.float32).view(np.uint32))
+  np.testing.assert_array_equal(widened, halves.astype(np.float32))  # inf/NaN: numpy's path
+  f32 = np.ones(3, np.float32)
+  assert regions.as_float(f32) is f32 and regions.as_float(halves, np.float16) is halves
+
+
+def test_visual_batch_equals_each_image_alone():
+  rng = np.random.default_rng(0)
+  images = [regions.Regions(rng.random((n, 4), dtype=np.float32).astype(dtype),
+                            np.tile(np.array([[0, 0, 10, 10]], np.float32), (n, 1)), 20, 40,
+                            zero_rows=rng.random(n) < 0.5)
+            for n, dtype in [(3, np.float16), (7, np.float16), (5, np.float16)]]
+  batch = regions.visual_batch(images, 6)  # the 7-region image is truncated to 5
+  assert batch["image_feat"].dtype == np.float16
+  for b, image in enumerate(images):
+    alone = regions.visual_inputs(image, 6)
+    for key, value in alone.items():
+      np.testing.assert_array_equal(batch[key][b], value)
+    n = min(len(image.features), 5)
+    kept = np.where(image.zero_rows[:n, None], 0, image.features[:n].astype(np.float32))
+    np.testing.assert_allclose(alone["image_feat"][0], kept.mean(0), rtol=1e-3)
 
 
 def test_nearest_images_excludes_self_and_orders_by_distance():

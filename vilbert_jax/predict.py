@@ -24,7 +24,8 @@ import jax
 import numpy as np
 
 from vilbert_jax.data.features import RegionFeatures
-from vilbert_jax.data.pipeline import image_regions, visual
+from vilbert_jax.data.pipeline import image_regions
+from vilbert_jax.data.regions import visual_inputs
 from vilbert_jax.data.tokenizer import Tokenizer, load_tokenizer, synthetic_tokenizer
 from vilbert_jax.model.attention import ATTENTION_MAPS
 from vilbert_jax.model.inputs import MODEL_INPUTS
@@ -84,7 +85,7 @@ class Predictor:
               "image_w": image.image_w, "image_h": image.image_h}
     kept = image_regions(record, self.num_visual_tokens - 1)
     batch = {k: np.repeat(v[None], len(texts), axis=0)
-             for k, v in visual(kept, self.num_visual_tokens).items()}
+             for k, v in visual_inputs(kept, self.num_visual_tokens).items()}
     text = [self.tokenizer.encode(t, self.max_text_len) for t in texts]
     batch.update({k: np.stack([t[k] for t in text]) for k in text[0]})
     inputs = tuple(batch[k] for k in MODEL_INPUTS)
@@ -94,7 +95,7 @@ class Predictor:
       maps = _attention_maps(state)
     else:
       out = self._apply(self.params, inputs)
-    return out, batch["image_mask"][0], kept["boxes"], maps
+    return out, batch["image_mask"][0], kept.boxes, maps
 
   def answer(self, question: str, image: RegionFeatures, top_k: int = 5,
              attention: bool = False):

@@ -42,14 +42,15 @@ def mask_tokens(rng: np.random.Generator, input_ids: np.ndarray, special_ids: Co
   Returns:
     masked ids [T] int32 and labels [T] int32 (original id where selected, else -1).
   """
-  selectable = ~np.isin(input_ids, list(special_ids))
-  selected = (rng.random(input_ids.shape) < config.word_prob) & selectable
-  action = rng.random(input_ids.shape)
+  specials = np.fromiter(special_ids, np.int64, len(special_ids))
+  selectable = (input_ids[:, None] != specials).all(axis=1)
+  draws = rng.random((2,) + input_ids.shape)  # [selection, action] per token
   random_ids = rng.integers(0, vocab_size, size=input_ids.shape)
+  selected = (draws[0] < config.word_prob) & selectable
   masked = input_ids.copy()
-  to_mask = selected & (action < config.word_mask_frac)
-  to_random = selected & (action >= config.word_mask_frac) & (
-      action < config.word_mask_frac + config.word_random_frac)
+  to_mask = selected & (draws[1] < config.word_mask_frac)
+  to_random = selected & (draws[1] >= config.word_mask_frac) & (
+      draws[1] < config.word_mask_frac + config.word_random_frac)
   masked[to_mask] = mask_id
   masked[to_random] = random_ids[to_random]
   labels = np.where(selected, input_ids, -1).astype(np.int32)

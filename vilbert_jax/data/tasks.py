@@ -18,16 +18,16 @@ import grain.python as grain
 import numpy as np
 
 from vilbert_jax import metrics
-from vilbert_jax.data.pipeline import image_regions, make_loader, split_rng, text, visual
+from vilbert_jax.data.pipeline import image_regions, make_loader, split_rng, text
 from vilbert_jax.data.records import NUM_ANSWERS, NUM_OPTIONS
-from vilbert_jax.data.regions import pad_rows
+from vilbert_jax.data.regions import pad_rows, visual_inputs
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
 
 
 def _image(record: Dict, num_visual_tokens: int) -> Dict[str, np.ndarray]:
   """Visual inputs of a record's regions in stored (proposal) order."""
-  return visual(image_regions(record, num_visual_tokens - 1), num_visual_tokens)
+  return visual_inputs(image_regions(record, num_visual_tokens - 1), num_visual_tokens)
 
 
 def _stack(examples) -> Dict[str, np.ndarray]:
@@ -82,10 +82,10 @@ class ReferTransform(grain.MapTransform):
     _, item, record, index = element
     out = self.tokenizer.encode(text(record["ref_expression"][item]), self.max_text_len)
     image = image_regions(record, self.num_visual_tokens - 1)
-    out.update(visual(image, self.num_visual_tokens))
+    out.update(visual_inputs(image, self.num_visual_tokens))
     gt = np.asarray(record["ref_box"][item], np.float32)
-    whole = np.array([[0, 0, image["image_w"], image["image_h"]]], np.float32)
-    candidates = np.concatenate([whole, image["boxes"]])
+    whole = np.array([[0, 0, image.image_w, image.image_h]], np.float32)
+    candidates = np.concatenate([whole, image.boxes])
     iou = metrics.box_iou(candidates, gt[None])[:, 0]
     out["region_boxes"] = pad_rows(candidates, self.num_visual_tokens)
     out["region_iou"] = pad_rows(iou.astype(np.float32), self.num_visual_tokens)
@@ -248,7 +248,8 @@ def task_loader(split: SplitData, task: str, tokenizer: Tokenizer, *, batch_size
 
   `max_text_len` defaults to the SPEC's length of the task (`TASK_TEXT_LENGTHS`);
   `answer_vocab` (VQA) overrides the split's metadata (e.g. a released head's answer order);
-  `loader_kwargs` go to `pipeline.make_loader` (shuffle, num_epochs, shard, worker_count).
+  `loader_kwargs` go to `pipeline.make_loader` (shuffle, num_epochs, shard, worker_count,
+  read_threads, prefetch).
   """
   if task not in LOADER_ITEMS:
     raise ValueError(f"unknown task {task!r}; choose one of {', '.join(LOADER_ITEMS)}")

@@ -54,6 +54,12 @@ def masking(config: ml_collections.ConfigDict) -> MaskingConfig:
   return MaskingConfig(**config.masking.to_dict())
 
 
+def reader_options(config: ml_collections.ConfigDict) -> dict:
+  """How many processes and threads prepare batches (``pipeline.make_loader``)."""
+  return {"worker_count": config.data.worker_count, "read_threads": config.data.read_threads,
+          "prefetch": config.data.prefetch}
+
+
 def task_loader(config: ml_collections.ConfigDict, split: data_lib.SplitData, loader_task: str,
                 tok: data_lib.Tokenizer, *, seed: int, batch_size: Optional[int] = None,
                 **loader_kwargs):
@@ -63,8 +69,7 @@ def task_loader(config: ml_collections.ConfigDict, split: data_lib.SplitData, lo
   return data_lib.task_loader(
       split, loader_task, tok, batch_size=per_process_batch_size(batch_size or config.batch_size),
       seed=seed, max_text_len=config.data.max_text_len or None,
-      num_visual_tokens=config.data.num_visual_tokens, worker_count=config.data.worker_count,
-      **loader_kwargs)
+      num_visual_tokens=config.data.num_visual_tokens, **reader_options(config), **loader_kwargs)
 
 
 def pretraining_loader(config: ml_collections.ConfigDict, split: data_lib.SplitData,
@@ -74,8 +79,7 @@ def pretraining_loader(config: ml_collections.ConfigDict, split: data_lib.SplitD
       split, tok, batch_size=per_process_batch_size(config.batch_size), seed=seed,
       max_text_len=config.data.max_text_len, num_visual_tokens=config.data.num_visual_tokens,
       masking=masking(config), feature_dtype=config.data.feature_dtype,
-      worker_count=config.data.worker_count, num_epochs=num_epochs,
-      shuffle=shuffle)
+      num_epochs=num_epochs, shuffle=shuffle, **reader_options(config))
 
 
 def to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
