@@ -3,6 +3,7 @@
 import functools
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import vilbert_jax as vj
 from reference import model_inputs, reference, relative_error, small_config
 from vilbert_jax import sharding
+from vilbert_jax.train import benchmark
 
 B, T, R = 4, 10, 7
 
@@ -148,6 +150,32 @@ def test_remat_gives_the_same_loss_and_gradients_with_dropout():
   eval_loss = vj.losses.pretraining_losses(
       vj.ViLBERTForPretraining(cfg).apply({"params": params}, *model_inputs(ref)), *labels)
   assert float(loss) != pytest.approx(float(eval_loss["total"]))  # dropout was active
+
+
+def test_remat_cuts_the_activations_kept_for_the_backward_pass():
+  cfg, params = _reference_params()
+  ref = reference()
+  labels = (ref["in/masked_lm_labels"], ref["in/image_label"], ref["in/image_target"],
+            ref["in/next_sentence_label"])
+
+  def saved(c):
+    def loss_fn(p, batch, rng):
+      out = vj.ViLBERTForPretraining(c).apply({"params": p}, *batch, deterministic=False,
+                                              rngs={"dropout": rng})
+      return vj.losses.pretraining_losses(out, *labels)["total"], {}
+    return benchmark.saved_activation_bytes(loss_fn, params, tuple(model_inputs(ref)))
+  full, remat = saved(cfg), saved(cfg.replace(remat=True))
+  assert 0 < remat < full / 2, (remat, full)
+
+
+def test_activations_stay_split_over_batch_under_the_rules():
+  mesh = sharding.make_mesh(data=2, fsdp=4, tensor=1)
+  x = jnp.ones((8, 3, 4))
+  assert sharding.constrain_activations(x) is x  # no rules: a no-op
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.DEFAULT_RULES):
+    y = jax.jit(lambda a: sharding.constrain_activations(a * 2))(x)
+  split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  assert y.sharding.is_equivalent_to(split, x.ndim), y.sharding
 
 
 def test_init_on_8_device_mesh_places_params_per_axis_rules():

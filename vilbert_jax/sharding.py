@@ -89,6 +89,16 @@ def param_shardings(boxed_abstract_params: Any, mesh: Mesh, rules: Rules = DEFAU
   return nn.logical_to_mesh_sharding(specs, mesh, rules)
 
 
+def constrain_activations(x: jax.Array) -> jax.Array:
+  """An activation ``[B, ...]`` split over ``batch`` and whole on every other axis.
+
+  Applied to the residual streams between blocks. Without it GSPMD meets the FSDP-split
+  weights (``text_embed``/``visual_embed`` over ``fsdp``) with batch-split activations and may
+  gather the activations instead of the weights. A no-op outside ``nn.logical_axis_rules``.
+  """
+  return nn.with_logical_constraint(x, ("batch",) + (None,) * (x.ndim - 1))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Inputs split over ``batch`` (data x fsdp) on their leading axis."""
   return NamedSharding(mesh, PartitionSpec(("data", "fsdp"), *([None] * (ndim - 1))))

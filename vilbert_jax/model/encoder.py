@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 
 from vilbert_jax.config import ViLBERTConfig
+from vilbert_jax.sharding import constrain_activations
 from vilbert_jax.model.co_trm import CoAttentionLayer
 from vilbert_jax.model.streams import text_stream, visual_stream
 from vilbert_jax.model.trm import TransformerLayer
@@ -65,7 +66,7 @@ class TwoStreamEncoder(nn.Module):
 
   def _text_layer(self, i: int, text: jax.Array, mask: jax.Array,
                   deterministic: bool) -> jax.Array:
-    text = self.text_layers[i](text, mask, deterministic)
+    text = constrain_activations(self.text_layers[i](text, mask, deterministic))
     self.sow(INTERMEDIATES, f"text_layer_{i}", text)
     return text
 
@@ -81,14 +82,15 @@ class TwoStreamEncoder(nn.Module):
                text_prefix_done: bool = False) -> tuple[jax.Array, jax.Array]:
     """text ``[B, T, d_t]``, image ``[B, R, d_v]`` -> encoded ``(text, image)``, same shapes."""
     skip = self.cfg.t_biattention_id[0] if text_prefix_done else 0
+    text, image = constrain_activations(text), constrain_activations(image)
     for kind, i in schedule(self.cfg):
       if kind == "text" and i >= skip:
         text = self._text_layer(i, text, text_mask, deterministic)
       elif kind == "visual":
-        image = self.visual_layers[i](image, image_mask, deterministic)
+        image = constrain_activations(self.visual_layers[i](image, image_mask, deterministic))
         self.sow(INTERMEDIATES, f"visual_layer_{i}", image)
       elif kind == "coattention":
-        text, image = self.coattention_layers[i](text, text_mask, image, image_mask,
-                                                 deterministic)
+        text, image = map(constrain_activations, self.coattention_layers[i](
+            text, text_mask, image, image_mask, deterministic))
         self.sow(INTERMEDIATES, f"coattention_layer_{i}", (text, image))
     return text, image

@@ -4,7 +4,10 @@ shapes and prints one JSON line.
 With ``benchmark.memory_estimate`` the line also holds the ahead-of-time memory estimate per
 device of the train step at batch 512 on 8 devices (``memory_estimate``), compiled for the
 configured mesh from shapes alone; without 8 devices it runs in a subprocess on 8 host (CPU)
-devices, so it is the CPU compiler's estimate (buffer sizes carry over, fusion choices vary).
+devices, so it is the CPU compiler's estimate (buffer sizes carry over, fusion choices vary;
+XLA:CPU's buffer assignment does not reflect ``model.remat``). The line also holds the
+activation bytes per example the forward pass saves for the backward pass, counted from the
+jaxpr (``saved_activation_bytes``): the same on every backend, and what ``remat`` reduces.
 
 Model FLOPs (``model_flops_per_example``) are counted analytically: 2 FLOPs per multiply-add
 of every matmul in the forward pass (projections, FFNs, attention scores and context, the
@@ -114,6 +117,20 @@ def _memory_record(compiled: Any) -> dict[str, Optional[int]]:
   return {f"{k}_bytes": v for k, v in sizes.items()}
 
 
+def saved_activation_bytes(loss_fn: Any, params: Any, batch: Any) -> int:
+  """Bytes the forward pass of ``loss_fn(params, batch, rng)`` keeps for the backward pass.
+
+  Counted from shapes alone, independent of the backend: the residuals of ``jax.vjp`` in its
+  jaxpr, less the parameters and inputs themselves. ``model.remat`` changes exactly this.
+  """
+  def residuals(p, b):
+    return jax.tree.leaves(jax.vjp(lambda q: loss_fn(q, b, jax.random.key(0))[0], p)[1])
+  jaxpr = jax.make_jaxpr(residuals)(params, batch).jaxpr
+  inputs = {id(v) for v in jaxpr.invars}
+  return int(sum(v.aval.size * v.aval.dtype.itemsize for v in jaxpr.outvars
+                 if id(v) not in inputs and hasattr(v.aval, "size")))
+
+
 def memory_estimate(config: ml_collections.ConfigDict, batch_size: int = MEMORY_ESTIMATE_BATCH,
                     num_devices: int = MEMORY_ESTIMATE_DEVICES) -> dict[str, Any]:
   """Compiles the donated train step for ``batch_size`` on ``config.mesh`` over the first
@@ -134,10 +151,13 @@ def memory_estimate(config: ml_collections.ConfigDict, batch_size: int = MEMORY_
   t0 = time.perf_counter()
   with jax.set_mesh(mesh):
     compiled = run.jit_train_step().lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  activations = saved_activation_bytes(run.loss_fn, state.params, batch)
   return {"batch_size": batch_size, "num_devices": num_devices,
           "mesh": dict(zip(mesh.axis_names, mesh.devices.shape)),
-          "platform": devices[0].platform, "compile_time_s": time.perf_counter() - t0,
-          **_memory_record(compiled)}
+          "platform": devices[0].platform, "compile_time_s": compile_s,
+          **_memory_record(compiled),
+          "saved_activation_bytes_per_example": activations // batch_size}
 
 
 def memory_estimate_with_host_devices(config: ml_collections.ConfigDict) -> dict[str, Any]:

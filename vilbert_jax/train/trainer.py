@@ -98,7 +98,11 @@ class Run:
     already sharded (``train_data.to_global``); the old state is donated unless told not to."""
     step = make_train_step(self.loss_fn, self.tx, self.schedule, self.config.seed,
                            self.config.grad_accum_steps)
-    return jax.jit(step, in_shardings=(self.shardings, None),
+
+    def step_with_rules(state, batch):  # activation constraints need the rules when traced
+      with nn.logical_axis_rules(sharding.DEFAULT_RULES):
+        return step(state, batch)
+    return jax.jit(step_with_rules, in_shardings=(self.shardings, None),
                    out_shardings=(self.shardings, None), donate_argnums=0 if donate else ())
 
 
