@@ -64,7 +64,7 @@ def pretraining_config() -> ml_collections.ConfigDict:
       max_text_len=36,
       num_visual_tokens=37,  # 36 regions + IMG
       worker_count=0,  # grain worker processes
-      read_threads=1,  # threads reading records in each process
+      read_threads=2,  # threads reading records in each process
       prefetch=16,  # records read ahead per process
       # Pretraining batches' image_feat/image_target: "float16" halves the bytes moved (use
       # with datasets built --float16; max relative error 2e-4 on the model outputs).

@@ -1,7 +1,7 @@
 """Data throughput at the paper's shapes: building from TSV, and pretraining batches.
 
   python scripts/benchmark_data.py [--num_images 1000] [--workers 0,1,2] [--batch_size 64]
-      [--float16] [--read_threads 1] [--prefetch 16] [--num_batches 100]
+      [--float16] [--read_threads N] [--prefetch N] [--num_batches 100]
 
 Writes a bottom-up-attention TSV of random detector output (36 boxes x 2048 floats, 1601-way
 class distributions) with one caption per image, builds `vilbert_conceptual_captions` from it
@@ -29,8 +29,10 @@ _BUILD_WORKERS = flags.DEFINE_list("build_workers", ["0", "2"],
                                    "decoding process counts to time the build with")
 _BATCH = flags.DEFINE_integer("batch_size", 64, "examples per batch")
 _BATCHES = flags.DEFINE_integer("num_batches", 100, "batches timed per worker count")
-_READ_THREADS = flags.DEFINE_integer("read_threads", 2, "threads reading records per process")
-_PREFETCH = flags.DEFINE_integer("prefetch", 16, "records read ahead per process")
+_READ_THREADS = flags.DEFINE_integer("read_threads", None, "threads reading records per "
+                                     "process (default: the pipeline's)")
+_PREFETCH = flags.DEFINE_integer("prefetch", None, "records read ahead per process (default: "
+                                 "the pipeline's)")
 _WORK_DIR = flags.DEFINE_string("work_dir", None, "scratch folder (default: a temp dir)")
 _FLOAT16 = flags.DEFINE_bool("float16", False, "store features and class probs as float16 "
                              "and keep them float16 in the batches")
@@ -90,10 +92,12 @@ def main(argv):
   print(f"raw record reads: {min(n, 500) / (time.perf_counter() - start):.0f} records/s")
 
   tok = bert_or_synthetic_tokenizer()
+  reader = {k: v for k, v in (("read_threads", _READ_THREADS.value),
+                              ("prefetch", _PREFETCH.value)) if v is not None}
   for workers in map(int, _WORKERS.value):
     loader = pipeline.pretraining_loader(
         split, tok, batch_size=_BATCH.value, seed=0, shard=(0, 1), worker_count=workers,
-        read_threads=_READ_THREADS.value, prefetch=_PREFETCH.value,
+        **reader,
         feature_dtype="float16" if _FLOAT16.value else "float32")
     it = iter(loader)
     next(it)  # start-up (worker processes) is not timed

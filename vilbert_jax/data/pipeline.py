@@ -142,7 +142,7 @@ class PretrainingTransform(grain.RandomMapTransform):
 def make_loader(split: SplitData, task: str, transform: grain.Transformation, *,
                 batch_size: int, seed: int, shuffle: bool = True,
                 num_epochs: Optional[int] = None, shard: Optional[Tuple[int, int]] = None,
-                worker_count: int = 0, read_threads: int = 1, prefetch: int = 16,
+                worker_count: int = 0, read_threads: int = 2, prefetch: int = 16,
                 drop_remainder: bool = True,
                 batch_fn: Optional[Callable[[list], Dict]] = None) -> grain.DataLoader:
   """A grain loader over the `task` items of `split`.

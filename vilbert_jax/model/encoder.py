@@ -13,10 +13,10 @@ import flax.linen as nn
 import jax
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.sharding import constrain_activations
 from vilbert_jax.model.co_trm import CoAttentionLayer
 from vilbert_jax.model.streams import text_stream, visual_stream
 from vilbert_jax.model.trm import TransformerLayer
+from vilbert_jax.sharding import constrain_activations
 
 INTERMEDIATES = "intermediates"  # Collection that receives every block's output (traces).
 
