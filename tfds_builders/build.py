@@ -31,10 +31,11 @@ def make_builder(name: str, data_dir: str, config: Optional[str] = None,
   module = importlib.import_module(f"tfds_builders.{name}")
   cls = module.Builder
   base = cls.builder_configs[config or cls.DEFAULT_CONFIG_NAME]
+  overrides = {k: v for k, v in overrides.items() if v is not None}  # None = flag not given
   unknown = sorted(k for k in overrides if not hasattr(base, k))
   if unknown:
     raise ValueError(f"{name} configs have no options {unknown}")
-  overrides = {k: v for k, v in overrides.items() if v is not None and getattr(base, k) != v}
+  overrides = {k: v for k, v in overrides.items() if getattr(base, k) != v}
   if overrides:
     suffix = "-".join(f"{k}{v}" for k, v in sorted(overrides.items()))
     base = dataclasses.replace(base, name=f"{base.name}-{suffix}",
