@@ -3,20 +3,18 @@
   python -m tfds_builders.build vilbert_vqa2 --manual_dir /data/vqa --data_dir ~/tfds \
       [--config default] [--feature_dim 2048] [--float16] [--skip_bad_rows] [--num_workers 8]
 
-Run from the repository root. Prints the dataset folder, split sizes and any skipped rows.
+or `vilbert-build ...` (same flags) where the package is installed. Prints the dataset folder, split sizes and any skipped rows.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import sys
 from typing import Optional, Sequence
 
 from vilbert_jax.data import tfds_io
 
-BUILDERS = ("vilbert_synthetic_scenes", "vilbert_conceptual_captions", "vilbert_vqa2",
-            "vilbert_flickr30k", "vilbert_refcoco_plus", "vilbert_vcr")
+from tfds_builders import BUILDERS
 
 
 def make_builder(name: str, data_dir: str, config: Optional[str] = None,
@@ -28,8 +26,7 @@ def make_builder(name: str, data_dir: str, config: Optional[str] = None,
   """
   if name not in BUILDERS:
     raise ValueError(f"unknown builder {name!r}; choose one of {', '.join(BUILDERS)}")
-  module = importlib.import_module(f"tfds_builders.{name}")
-  cls = module.Builder
+  cls = BUILDERS[name]
   base = cls.builder_configs[config or cls.DEFAULT_CONFIG_NAME]
   overrides = {k: v for k, v in overrides.items() if v is not None}  # None = flag not given
   unknown = sorted(k for k in overrides if not hasattr(base, k))
@@ -45,10 +42,11 @@ def make_builder(name: str, data_dir: str, config: Optional[str] = None,
   return cls(data_dir=data_dir, config=base, file_format="array_record", **kwargs)
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """`vilbert-build` / `python -m tfds_builders.build`; `argv` None = the command line."""
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("name", choices=BUILDERS)
+  parser.add_argument("name", choices=sorted(BUILDERS))
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--manual_dir")
   parser.add_argument("--config")
@@ -74,4 +72,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main(sys.argv[1:]))
+  sys.exit(main())
