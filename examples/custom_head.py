@@ -46,7 +46,7 @@ def main():
            "image_mask": np.ones((8, 10), np.int32)}
   labels = rng.integers(0, 3, 8)
 
-  params = model.init(jax.random.key(0), **batch)["params"]
+  params = jax.jit(model.init)(jax.random.key(0), **batch)["params"]
   params["backbone"] = pretrained["backbone"]  # converted weights; the head stays fresh
   optimizer = optax.adamw(1e-3)
   opt_state = optimizer.init(params)
