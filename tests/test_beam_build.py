@@ -6,6 +6,7 @@ made from requirements-beam.txt (skipped where Beam is not installed).
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -22,7 +23,7 @@ from test_builders_real import C, D, _json, _tsv, _vqa_files  # noqa: E402
 from test_data_features import _original_pickle, _write_lmdb  # noqa: E402
 from tfds_builders.build import make_builder  # noqa: E402
 from vilbert_jax.data import beam_build, tfds_io  # noqa: E402
-from vilbert_jax.data.features import FeatureStoreError  # noqa: E402
+from vilbert_jax.data.features import FeatureStoreError, encode_tsv_line  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_PROCESS = beam_build.pipeline_options("local", 1)
@@ -203,20 +204,42 @@ def test_bad_rows_same_report_and_same_error(tmp_path, missing_first):
     assert not list((tmp_path / d).rglob("dataset_info.json"))
 
 
-def test_command_line_two_worker_processes(tmp_path):
-  """The README's command: `--beam_runner local --beam_workers 2` (two processes)."""
+def _documented_command():
+  """The Beam build command of vilbert_jax/data/README.md, continuation lines joined."""
+  text = open(os.path.join(ROOT, "vilbert_jax", "data", "README.md")).read()
+  section = text[text.index("## Distributed builds"):]
+  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+  return " ".join(block.replace("\\\n", " ").split())
+
+
+def test_documented_command_two_worker_processes(tmp_path):
+  """The README's command as written (paths substituted): two worker processes, paper widths."""
   manual = tmp_path / "cc"
   manual.mkdir()
-  _tsv(manual / "features_train.tsv", range(9))
-  _json(manual / "captions_train.json", {str(i): f"caption {i}" for i in range(9)})
+  rng = np.random.default_rng(4)
+  with open(manual / "features_train.tsv", "wb") as f:
+    for i in range(5):
+      f.write(encode_tsv_line(random_record(rng, str(i), num_boxes=4, feature_dim=2048,
+                                            num_classes=1601)))
+  _json(manual / "captions_train.json", {str(i): f"caption {i}" for i in (4, 0, 3, 1, 2)})
   single = tfds_io.build(make_builder("vilbert_conceptual_captions", str(tmp_path / "single"),
-                                      feature_dim=D, cls_prob_width=C), str(manual))
-  command = (f"python -m tfds_builders.build vilbert_conceptual_captions --manual_dir {manual} "
-             f"--data_dir {tmp_path / 'tfds'} --feature_dim {D} --cls_prob_width {C} "
-             "--beam_runner local --beam_workers 2 --beam_records_per_shard 2")
+                                      float16=True), str(manual))
+  command = _documented_command()
+  assert command == ("python -m tfds_builders.build vilbert_conceptual_captions --manual_dir "
+                     "/data/cc --data_dir /data/tfds --float16 --beam_runner local "
+                     "--beam_workers 2")
+  command = command.replace("/data/cc", str(manual)).replace("/data/tfds", str(tmp_path / "b"))
   proc = subprocess.run(command.replace("python", sys.executable, 1).split(), cwd=ROOT,
                         capture_output=True, text=True, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "train: 9 records" in proc.stdout
+  assert "train: 5 records" in proc.stdout
   built = proc.stdout.split("built ")[1].split()[0]
   _assert_equal(single, built)
+
+
+def test_cluster_options_pass_through():
+  options = beam_build.pipeline_options("DataflowRunner", 8, beam_build.parse_pipeline_options(
+      "--project=p --region=r --temp_location='gs://b/tmp dir'"))
+  assert options == ["--runner=DataflowRunner", "--project=p", "--region=r",
+                     "--temp_location=gs://b/tmp dir"]
+  assert "--direct_num_workers=3" in beam_build.pipeline_options("local", 3)
