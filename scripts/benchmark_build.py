@@ -6,14 +6,16 @@
 Writes the same paper-shaped TSV as scripts/benchmark_data.py (36 boxes x 2048 floats,
 1601-way class distributions, one caption per image), then builds `vilbert_conceptual_captions`
 from it single-process and with `--beam_runner local --beam_workers N` for each N (1 = in
-this process), each into a fresh folder, and prints a table of examples/s with the load
-average before each run (the numbers mean little on busy cores). Beam needs the environment
+this process), each into a fresh folder, and prints a table of examples/s with the CPU time
+per record of all processes and the load average before each run (wall-clock numbers mean
+little on busy cores; the CPU time does not depend on the load). Beam needs the environment
 of requirements-beam.txt (README, "Distributed builds").
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import tempfile
 import time
@@ -25,10 +27,18 @@ from vilbert_jax.data import beam_build, tfds_io
 NAME = "vilbert_conceptual_captions"
 
 
-def _timed(fn) -> float:
-  start = time.perf_counter()
+def _cpu_seconds() -> float:
+  """CPU time of this process and its finished children (Beam's worker processes)."""
+  own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+      resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(fn) -> tuple:
+  """(wall seconds, CPU seconds) of `fn()`."""
+  start, cpu = time.perf_counter(), _cpu_seconds()
   fn()
-  return time.perf_counter() - start
+  return time.perf_counter() - start, _cpu_seconds() - cpu
 
 
 def main() -> None:
@@ -56,19 +66,21 @@ def main() -> None:
   def run(label, build):
     data_dir = os.path.join(work, "tfds")
     load = os.getloadavg()[0]
-    seconds = _timed(lambda: build(data_dir))
+    seconds, cpu = _timed(lambda: build(data_dir))
     shutil.rmtree(data_dir)
-    rows.append((label, seconds, args.num_images / seconds, load))
+    rows.append((label, seconds, args.num_images / seconds, load, 1000 * cpu / args.num_images))
 
   run("single process", lambda d: tfds_io.build(make_builder(NAME, d, **options), manual))
   for workers in map(int, args.workers.split(",")):
     run(f"beam, {workers} worker{'s' if workers > 1 else ''}", lambda d: beam_build.build(
         beam_build.BuilderArgs(NAME, d, None, False, tuple(options.items())), manual,
         beam_build.pipeline_options("local", workers), args.records_per_shard))
-  print(f"| build | seconds | examples/s | vs single process | load average before |")
-  print("|---|---|---|---|---|")
-  for label, seconds, rate, load in rows:
-    print(f"| {label} | {seconds:.1f} | {rate:.0f} | {rate / rows[0][2]:.2f}x | {load:.1f} |")
+  print("| build | seconds | examples/s | vs single process | CPU ms / record (all "
+        "processes) | load average before |")
+  print("|---|---|---|---|---|---|")
+  for label, seconds, rate, load, cpu_ms in rows:
+    print(f"| {label} | {seconds:.1f} | {rate:.0f} | {rate / rows[0][2]:.2f}x | {cpu_ms:.2f} | "
+          f"{load:.1f} |")
   if not args.work_dir:
     shutil.rmtree(work)
 
