@@ -99,9 +99,9 @@ def pipeline_options(runner: str, workers: int, extra: Sequence[str] = ()) -> Li
 
   Args:
     runner: "local" = this machine's `workers` processes (Beam's FnApiRunner in
-      multi-processing mode; 1 = in this process; unlike the DirectRunner it never tries to download the Prism
-      runner, so it works offline), or a Beam runner name (DataflowRunner, FlinkRunner,
-      SparkRunner, PortableRunner, ...) configured by `extra`.
+      multi-processing mode; 1 = in this process; unlike the DirectRunner it never tries to
+      download the Prism runner, so it works offline), or a Beam runner name (DataflowRunner,
+      FlinkRunner, SparkRunner, PortableRunner, ...) configured by `extra`.
     extra: further pipeline options, passed through (e.g. --project, --region,
       --temp_location, --num_workers, --extra_package).
   """
@@ -276,11 +276,12 @@ def _writer(writers: Dict, kind: str, path: str):
 
 
 def _run_pipeline(plan_paths: Sequence[str], beam_options: Sequence[str]) -> None:
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel
-  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  """One `write_shard` per plan file, on the workers of the runner `beam_options` names."""
   if not plan_paths:
     return
-  with beam.Pipeline(options=PipelineOptions(list(beam_options))) as pipeline:
+  import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the beam extra)
+  options = beam.options.pipeline_options.PipelineOptions(list(beam_options))
+  with beam.Pipeline(options=options) as pipeline:
     _ = (pipeline | "Shards" >> beam.Create(list(plan_paths))
          | "Write" >> beam.Map(write_shard))
 
