@@ -90,3 +90,14 @@ def test_readme_install_section_runs_outside_the_checkout(env):
 def test_readme_model_snippet_is_the_example():
   snippet = _blocks("python")[-2]
   assert snippet in (ROOT / "examples" / "custom_head.py").read_text()
+
+
+def test_launch_finds_the_shipped_configs_from_any_directory(tmp_path, monkeypatch):
+  from vilbert_jax.launch import resolve_config_paths  # pylint: disable=import-outside-toplevel
+  monkeypatch.chdir(tmp_path)
+  argv = resolve_config_paths(["vilbert-launch", "--config", "configs/pretrain_cc.py:coattn2",
+                               "--config=configs/vqa.py", "--config.x=configs/none.py"])
+  assert argv[2] == f"{ROOT}/configs/pretrain_cc.py:coattn2"
+  assert argv[3] == f"--config={ROOT}/configs/vqa.py"
+  assert argv[4] == "--config.x=configs/none.py"  # only --config itself is resolved
+  assert resolve_config_paths(["l", "--config", "configs/missing.py"])[2] == "configs/missing.py"
