@@ -12,5 +12,4 @@ if [ ! -x .venv-beam/bin/python ]; then
   python -m venv --system-site-packages .venv-beam
 fi
 .venv-beam/bin/python -m pip install -q -r requirements-beam.txt
-.venv-beam/bin/python -m pip check
 .venv-beam/bin/python -m pytest -q tests/test_beam_build.py
