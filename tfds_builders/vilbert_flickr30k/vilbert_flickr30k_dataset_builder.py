@@ -63,7 +63,7 @@ class Builder(RegionDatasetBuilder):
                          with_negatives: bool):
     if with_negatives:  # First pass: which images are usable, and their mean features.
       usable, means = [], []
-      for image_id, image in self.images(manual_dir, "features", captions):
+      for image_id, image in self.images(manual_dir, "features", captions, decoded=True):
         usable.append(image_id)
         means.append(image.features.mean(0))
       neighbours = hard_negatives.nearest_images(np.stack(means),

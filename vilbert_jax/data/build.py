@@ -1,23 +1,9 @@
 """Building the TFDS datasets of `tfds_builders/` from Python."""
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Optional
 
 from vilbert_jax.data import tfds_io
-
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _builders_module():
-  """`tfds_builders.build`, importable from the repository root even when not on sys.path."""
-  try:
-    return importlib.import_module("tfds_builders.build")
-  except ModuleNotFoundError:
-    sys.path.insert(0, _REPO_ROOT)
-    return importlib.import_module("tfds_builders.build")
 
 
 def build_dataset(name: str, data_dir: str, manual_dir: Optional[str] = None,
@@ -36,7 +22,9 @@ def build_dataset(name: str, data_dir: str, manual_dir: Optional[str] = None,
   Returns:
     the name to open the dataset with, "<builder>/<config>" (`open_split`, `tfds.data_source`).
   """
-  builder = _builders_module().make_builder(name, data_dir, config, skip_bad_rows, num_workers,
+  # Imported here: the builders import vilbert_jax.data, which imports this module.
+  from tfds_builders import build  # pylint: disable=import-outside-toplevel
+  builder = build.make_builder(name, data_dir, config, skip_bad_rows, num_workers,
                                             **overrides)
   tfds_io.build(builder, manual_dir)
   return f"{builder.name}/{builder.builder_config.name}"

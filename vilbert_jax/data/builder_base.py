@@ -27,6 +27,7 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
     self.skips = store_reader.SkipLog(allowed=skip_bad_rows)
     self.num_workers = num_workers
+    self.defer_decoding = False  # set by a Beam build's planner (vilbert_jax/data/beam_build.py)
     self._stores = {}
 
   def _metadata(self) -> tfds.core.MetadataDict:
@@ -48,18 +49,28 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["skipped_rows"] = self.skips.skipped
     return os.fspath(manual_dir)
 
-  def images(self, manual_dir: str, stem: str, image_ids: Iterable[str]
+  def images(self, manual_dir: str, stem: str, image_ids: Iterable[str], decoded: bool = False
              ) -> Iterator[Tuple[str, RegionFeatures]]:
-    """(image_id, record) of each id from the store `stem`, honouring skips and workers."""
-    return store_reader.images(self.open_store(manual_dir, stem), image_ids, self.skips,
-                          self.num_workers)
+    """(image_id, record) of each id from the store `stem`, honouring skips and workers.
+
+    While a Beam build plans (`defer_decoding`), records are `records.DeferredImage`s that
+    its workers decode, unless `decoded` (a pass that reads the features themselves).
+    """
+    store = self.open_store(manual_dir, stem)
+    if self.defer_decoding and not decoded:
+      return store_reader.deferred(store, _store_path(manual_dir, stem), image_ids, self.skips)
+    return store_reader.images(store, image_ids, self.skips, self.num_workers)
 
   def open_store(self, manual_dir: str, stem: str) -> FeatureStore:
     """The feature store `manual_dir/stem(.tsv|.lmdb|/)`, opened once per build."""
     if stem not in self._stores:
-      self._stores[stem] = open_feature_store(find_input(manual_dir, stem, (".tsv", ".lmdb", "")),
+      self._stores[stem] = open_feature_store(_store_path(manual_dir, stem),
                                               self.builder_config.feature_dim)
     return self._stores[stem]
+
+
+def _store_path(manual_dir: str, stem: str) -> str:
+  return find_input(manual_dir, stem, (".tsv", ".lmdb", ""))
 
 
 def find_input(manual_dir: str, stem: str, suffixes=("",), required: bool = True

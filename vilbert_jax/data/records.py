@@ -9,7 +9,7 @@ without reading records.
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -57,13 +57,35 @@ def image_feature_spec(config: RegionBuilderConfig, cls_prob_width: Optional[int
   return spec
 
 
+# Example key of an image a Beam build's worker fills in: (DeferredImage, cls_prob_width).
+DEFERRED_IMAGE = "__deferred_image__"
+
+
+@dataclasses.dataclass(frozen=True)
+class DeferredImage:
+  """Stands in for an image's `RegionFeatures` while a Beam build plans its shards: where the
+  image is, for a worker to read and decode (vilbert_jax/data/beam_build.py).
+
+  Attributes:
+    image_id: the image's id.
+    store: path of the feature store (as given to `open_feature_store`).
+    tsv_line: (file, row, byte offset) of the image's line in a TSV store, else None.
+  """
+  image_id: str
+  store: str
+  tsv_line: Optional[Tuple[str, int, int]] = None
+
+
 def image_example(record: RegionFeatures, config: RegionBuilderConfig,
                   cls_prob_width: Optional[int] = None) -> Dict:
   """The image part of a record, in the dtypes of `image_feature_spec`.
 
   Args:
+    record: the image; a `DeferredImage` gives a placeholder a Beam worker replaces.
     cls_prob_width: the class-distribution width to store, or None to store none.
   """
+  if isinstance(record, DeferredImage):
+    return {DEFERRED_IMAGE: (record, cls_prob_width)}
   dtype = np.float16 if config.float16 else np.float32
   out = {"image_id": record.image_id, "image_w": record.image_w, "image_h": record.image_h,
          "features": record.features.astype(dtype), "boxes": record.boxes.astype(np.float32)}

@@ -6,7 +6,9 @@ import itertools
 import multiprocessing
 from typing import Iterable, Iterator, List, Tuple
 
-from vilbert_jax.data.features import FeatureStoreError, RawRecord, RegionFeatures
+from vilbert_jax.data.features import (FeatureStoreError, RawRecord, RegionFeatures,
+                                       TsvFeatureStore)
+from vilbert_jax.data.records import DeferredImage
 
 
 @dataclasses.dataclass
@@ -42,6 +44,27 @@ def images(store, image_ids: Iterable[str], skips: SkipLog,
       skips.skipped.append(str(result))
     else:
       yield image_id, result
+
+
+def deferred(store, store_path: str, image_ids: Iterable[str], skips: SkipLog
+             ) -> Iterator[Tuple[str, DeferredImage]]:
+  """Like `images`, but yields where each image is instead of decoding it (a Beam build's
+  planning pass). Missing images raise or are skipped as in `images`; bad records are found
+  by the workers that decode them."""
+  for image_id in image_ids:
+    try:
+      if isinstance(store, TsvFeatureStore):
+        line = store.location(image_id)
+      else:
+        line = None
+        if image_id not in store:
+          store.raw(image_id)  # raises the store's KeyError naming the image
+    except KeyError as e:
+      if not skips.allowed:
+        raise
+      skips.skipped.append(str(e.args[0]))
+      continue
+    yield image_id, DeferredImage(str(image_id), store_path, line)
 
 
 def _decode(raw: RawRecord):

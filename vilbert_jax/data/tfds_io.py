@@ -9,6 +9,7 @@ folder into place only at the end: an interrupted or failed build never looks co
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -46,37 +47,66 @@ def build(builder: tfds.core.GeneratorBasedBuilder, manual_dir: Optional[str] = 
   final = epath.Path(builder.data_dir)
   if is_built(builder):
     return os.fspath(final)
+  with incomplete_dir(final) as tmp:
+    writer = RecordSerializer(builder.info.features)
+    splits = {}
+    for split, generator in split_generators(builder, manual_dir, final).items():
+      template = shard_template(builder, tmp, split)
+      shard_paths, shard_lengths, num_bytes, split_counts = _write_split(
+          generator, writer, template)
+      splits[split] = (shard_paths, shard_lengths, num_bytes, split_counts)
+    finish(builder, tmp, final, splits)
+  return os.fspath(final)
+
+
+@contextlib.contextmanager
+def incomplete_dir(final: epath.Path):
+  """A fresh `incomplete.*` folder next to `final`, removed if the body raises."""
   tmp = final.parent / f"incomplete.{uuid.uuid4().hex}.{final.name}"
   tmp.mkdir(parents=True)
   try:
-    dl_manager = tfds.download.DownloadManager(
-        download_dir=os.path.join(os.fspath(final.parent), "downloads"), manual_dir=manual_dir,
-        manual_dir_instructions=getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None),
-        dataset_name=builder.name)
-    info = builder.info
-    serializer = example_serializer.ExampleSerializer(info.features.get_serialized_info())
-    split_infos, counts = [], {}
-    generators = builder._split_generators(dl_manager)  # pylint: disable=protected-access
-    for split, generator in generators.items():
-      template = naming.ShardedFileTemplate(data_dir=tmp, dataset_name=builder.name, split=split,
-                                            filetype_suffix="array_record")
-      shard_paths, shard_lengths, num_bytes, split_counts = _write_split(
-          generator, info.features, serializer, template)
-      for i, path in enumerate(shard_paths):  # Name shards "-0000i-of-0000n" as TFDS expects.
-        os.rename(path, template.sharded_filepath(shard_index=i, num_shards=len(shard_paths)))
-      split_infos.append(splits_lib.SplitInfo(name=split, shard_lengths=shard_lengths,
-                                              num_bytes=num_bytes, filename_template=template))
-      counts[split] = split_counts
-    info.set_splits(splits_lib.SplitDict(split_infos))
-    info.set_file_format("array_record", override=True)
-    if info.metadata is not None:
-      info.metadata["item_counts"] = counts
-    info.write_to_directory(tmp)
-    tmp.rename(final)
+    yield tmp
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return os.fspath(final)
+
+
+def split_generators(builder, manual_dir: Optional[str], final: epath.Path) -> Dict:
+  """The builder's {split: generator of (key, example)}, given its manual dir."""
+  dl_manager = tfds.download.DownloadManager(
+      download_dir=os.path.join(os.fspath(final.parent), "downloads"), manual_dir=manual_dir,
+      manual_dir_instructions=getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None),
+      dataset_name=builder.name)
+  return builder._split_generators(dl_manager)  # pylint: disable=protected-access
+
+
+def shard_template(builder, tmp, split: str) -> naming.ShardedFileTemplate:
+  return naming.ShardedFileTemplate(data_dir=tmp, dataset_name=builder.name, split=split,
+                                    filetype_suffix="array_record")
+
+
+def finish(builder, tmp: epath.Path, final: epath.Path, splits: Dict[str, tuple]) -> None:
+  """Names the shards as TFDS expects, writes `dataset_info.json` (last), moves `tmp` to
+  `final`.
+
+  Args:
+    splits: split -> (shard paths in order, records per shard, bytes, {task: item counts}).
+  """
+  info = builder.info
+  split_infos, counts = [], {}
+  for split, (shard_paths, shard_lengths, num_bytes, split_counts) in splits.items():
+    template = shard_template(builder, tmp, split)
+    for i, path in enumerate(shard_paths):  # Name shards "-0000i-of-0000n" as TFDS expects.
+      os.rename(path, template.sharded_filepath(shard_index=i, num_shards=len(shard_paths)))
+    split_infos.append(splits_lib.SplitInfo(name=split, shard_lengths=shard_lengths,
+                                            num_bytes=num_bytes, filename_template=template))
+    counts[split] = split_counts
+  info.set_splits(splits_lib.SplitDict(split_infos))
+  info.set_file_format("array_record", override=True)
+  if info.metadata is not None:
+    info.metadata["item_counts"] = counts
+  info.write_to_directory(tmp)
+  tmp.rename(final)
 
 
 def captions_path(dataset_dir, dataset_name: str, split: str) -> str:
@@ -84,7 +114,30 @@ def captions_path(dataset_dir, dataset_name: str, split: str) -> str:
   return os.path.join(os.fspath(dataset_dir), f"{dataset_name}-{split}.captions.array_record")
 
 
-def _write_split(generator, features, serializer, template):
+class RecordSerializer:
+  """Turns builder examples into the bytes of a record and of its captions side entry."""
+
+  def __init__(self, features: tfds.features.FeaturesDict):
+    self.features = features
+    self._serializer = example_serializer.ExampleSerializer(features.get_serialized_info())
+
+  def record(self, example: Dict) -> bytes:
+    """Deterministic bytes (feature map in key order): equal in every process and run, so
+    builds in different processes (Beam workers) write identical records."""
+    proto = self._serializer.get_tf_example(self.features.encode_example(example))
+    return proto.SerializeToString(deterministic=True)
+
+  @staticmethod
+  def captions(example: Dict) -> Optional[bytes]:
+    """The side-file entry (JSON list of the captions), or None for records without any."""
+    return json.dumps(list(example["captions"])).encode() if "captions" in example else None
+
+
+def open_writer(path: str) -> array_record_module.ArrayRecordWriter:
+  return array_record_module.ArrayRecordWriter(path, _WRITER_OPTIONS)
+
+
+def _write_split(generator, writer: RecordSerializer, template):
   """Streams (key, example) pairs into shards; returns paths, lengths, bytes and item counts.
 
   Splits with captions also get a side file holding each record's captions alone (JSON list),
@@ -92,29 +145,29 @@ def _write_split(generator, features, serializer, template):
   """
   paths, lengths, total = [], [], 0
   counts: Dict[str, list] = {}
-  writer, shard_bytes, text_writer = None, 0, None
+  shard, shard_bytes, text_writer = None, 0, None
   for _, example in generator:
-    if writer is None:
+    if shard is None:
       paths.append(os.fspath(template.data_dir / f"{template.split}.part{len(paths)}"))
-      writer = array_record_module.ArrayRecordWriter(paths[-1], _WRITER_OPTIONS)
+      shard = open_writer(paths[-1])
       lengths.append(0)
-    if "captions" in example:
+    caption = writer.captions(example)
+    if caption is not None:
       if text_writer is None:
-        text_writer = array_record_module.ArrayRecordWriter(
-            captions_path(template.data_dir, template.dataset_name, template.split),
-            _WRITER_OPTIONS)
-      text_writer.write(json.dumps(list(example["captions"])).encode())
-    data = serializer.serialize_example(features.encode_example(example))
-    writer.write(data)
+        text_writer = open_writer(captions_path(template.data_dir, template.dataset_name,
+                                                template.split))
+      text_writer.write(caption)
+    data = writer.record(example)
+    shard.write(data)
     lengths[-1] += 1
     shard_bytes += len(data)
     total += len(data)
     for task, n in records.item_counts(example).items():
       counts.setdefault(task, []).append(n)
     if shard_bytes >= _SHARD_BYTES:
-      writer.close()
-      writer, shard_bytes = None, 0
-  for w in (writer, text_writer):
+      shard.close()
+      shard, shard_bytes = None, 0
+  for w in (shard, text_writer):
     if w is not None:
       w.close()
   return paths, lengths, total, counts

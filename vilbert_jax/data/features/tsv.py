@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -59,6 +59,14 @@ def encode_tsv_line(record: RegionFeatures) -> bytes:
   return b"\t".join(cols) + b"\n"
 
 
+def read_line(path: str, row: int, offset: int, feature_dim: Optional[int] = None) -> RawRecord:
+  """The undecoded line at byte `offset` (row `row`) of TSV file `path`."""
+  with open(path, "rb") as f:
+    f.seek(offset)
+    line = f.readline()
+  return RawRecord(parse_tsv_line, f"{os.path.basename(path)} row {row}", line, feature_dim)
+
+
 class TsvFeatureStore:
   """Reads one or more bottom-up-attention TSV files (a file or a folder of `*.tsv`)."""
 
@@ -100,18 +108,17 @@ class TsvFeatureStore:
   def __len__(self) -> int:
     return len(self.keys())
 
-  def raw(self, image_id) -> RawRecord:
-    """The undecoded line of `image_id` (raises KeyError naming the files if absent)."""
+  def location(self, image_id) -> Tuple[str, int, int]:
+    """(file, row, byte offset) of the line of `image_id` (KeyError naming the files if absent)."""
     self.keys()
     try:
-      path, row, offset = self._index[str(image_id)]
+      return self._index[str(image_id)]
     except KeyError:
       raise KeyError(f"image_id {image_id} is not in {', '.join(self.paths)}") from None
-    with open(path, "rb") as f:
-      f.seek(offset)
-      line = f.readline()
-    return RawRecord(parse_tsv_line, f"{os.path.basename(path)} row {row}", line,
-                     self.feature_dim)
+
+  def raw(self, image_id) -> RawRecord:
+    """The undecoded line of `image_id` (raises KeyError naming the files if absent)."""
+    return read_line(*self.location(image_id), self.feature_dim)
 
   def __getitem__(self, image_id) -> RegionFeatures:
     return self.raw(image_id)()
