@@ -1,0 +1,349 @@
+"""From image files to feature stores: store writers, the extraction driver (resume, bad
+images, devices, processes), and end to end to VQA answers with the tiny random detector."""
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from data_fixtures import random_record
+from vilbert_jax.data.features import (FeatureStoreError, RegionFeatures, open_feature_store,
+                                       open_feature_writer, written_ids)
+from vilbert_jax.detection import extract as extraction
+from vilbert_jax.detection.images import ImageError, load_image
+
+ROOT = pathlib.Path(__file__).parents[1]
+FORMATS = {"tsv": "feats.tsv", "lmdb": "feats.lmdb", "npz": "feats"}
+
+
+def _assert_same(a, b):
+  assert a.image_id == b.image_id and (a.image_w, a.image_h) == (b.image_w, b.image_h)
+  np.testing.assert_array_equal(a.features, b.features)
+  np.testing.assert_array_equal(a.boxes, b.boxes)
+  if a.cls_prob is None:
+    assert b.cls_prob is None
+  else:
+    np.testing.assert_array_equal(a.cls_prob, b.cls_prob)
+
+
+# ----------------------------------------------------------------------------- writers
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_writer_round_trips_and_appends(tmp_path, fmt):
+  rng = np.random.default_rng(0)
+  records = [random_record(rng, str(i), num_boxes=10 + i) for i in range(5)]
+  no_prob = RegionFeatures("nop", records[0].features, records[0].boxes, 33, 44, None)
+  path = str(tmp_path / FORMATS[fmt])
+  with open_feature_writer(path) as writer:
+    assert writer.done_ids == set()
+    writer.write(records[:2])
+    writer.write([no_prob])
+  with open_feature_writer(path) as writer:  # Reopening appends after what is there.
+    assert writer.done_ids == {"0", "1", "nop"}
+    writer.write(records[2:])
+  assert written_ids(path) == {"0", "1", "2", "3", "4", "nop"}
+  store = open_feature_store(path, feature_dim=8)
+  expected = {r.image_id: r for r in records + [no_prob]}
+  assert sorted(store.keys()) == sorted(expected)
+  for record in store:
+    _assert_same(expected[record.image_id], record)
+  if fmt == "lmdb":  # The originals' pickled `keys` list, in write order.
+    assert store.keys() == ["0", "1", "nop", "2", "3", "4"]
+
+
+def test_writers_drop_what_a_killed_writer_left_half_written(tmp_path):
+  rng = np.random.default_rng(1)
+  records = [random_record(rng, str(i)) for i in range(3)]
+  tsv = str(tmp_path / "feats.tsv")
+  with open_feature_writer(tsv) as writer:
+    writer.write(records[:2])
+  with open(tsv, "ab") as f:  # A killed run's partial line.
+    f.write(b"2\t640\t480\t12\tAAAA")
+  assert written_ids(tsv) == {"0", "1"}
+  with open_feature_writer(tsv) as writer:
+    writer.write(records[2:])
+  assert [r.image_id for r in open_feature_store(tsv)] == ["0", "1", "2"]
+  folder = tmp_path / "npz"
+  with open_feature_writer(str(folder)) as writer:
+    writer.write(records[:1])
+  (folder / "1.npz.partial").write_bytes(b"PK\x03")
+  assert written_ids(str(folder)) == {"0"}
+  open_feature_writer(str(folder)).close()
+  assert sorted(os.listdir(folder)) == ["0.npz"]
+
+
+def test_writer_refuses_an_output_of_another_kind(tmp_path):
+  (tmp_path / "a.tsv").mkdir()
+  with pytest.raises(FeatureStoreError, match="a TSV output must be a file"):
+    open_feature_writer(str(tmp_path / "a.tsv"))
+  (tmp_path / "x").write_text("")
+  with pytest.raises(FeatureStoreError, match="is a file"):
+    open_feature_writer(str(tmp_path / "x"))
+  folder = tmp_path / "f"
+  folder.mkdir()
+  (folder / "old.tsv").write_text("")
+  with pytest.raises(FeatureStoreError, match="holds an LMDB or TSV store"):
+    open_feature_writer(str(folder))
+
+
+# ----------------------------------------------------------------------------- images
+def _draw(path, size=(96, 64), mode="RGB", seed=0, fmt=None):
+  """A picture of a few coloured shapes on a background, saved at `path`."""
+  rng = np.random.default_rng(seed)
+  image = Image.new("RGB", size, tuple(int(c) for c in rng.integers(0, 255, 3)))
+  draw = ImageDraw.Draw(image)
+  for _ in range(3):
+    x, y = rng.integers(0, size[0] - 20), rng.integers(0, size[1] - 20)
+    w, h = rng.integers(10, 40, 2)
+    color = tuple(int(c) for c in rng.integers(0, 255, 3))
+    (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x, y, x + w, y + h], fill=color)
+  if mode == "I;16":
+    gray = np.asarray(image.convert("L")).astype(np.uint16) * 257
+    image = Image.fromarray(gray)
+  elif mode != "RGB":
+    image = image.convert(mode)
+  image.save(path, format=fmt)
+  return path
+
+
+def _bad_images(folder):
+  """Files of every bad kind; returns {file name: ImageError kind}."""
+  (folder / "empty.jpg").write_bytes(b"")
+  (folder / "notes.png").write_text("not an image")
+  whole = (folder / "whole.jpg")
+  _draw(whole, seed=9)
+  (folder / "truncated.jpg").write_bytes(whole.read_bytes()[:300])
+  whole.unlink()
+  Image.fromarray(np.ones((8, 8), np.float32)).save(folder / "float.tiff")
+  _draw(folder / "huge.png", size=(400, 300))
+  return {"empty.jpg": "empty", "notes.png": "undecodable", "truncated.jpg": "undecodable",
+          "float.tiff": "unsupported_mode", "huge.png": "huge"}
+
+
+def test_load_image_converts_like_opencv_and_names_bad_files(tmp_path):
+  rgb = np.asarray(Image.open(_draw(tmp_path / "rgb.png", seed=3)))
+  bgr = load_image(str(tmp_path / "rgb.png"))
+  assert bgr.converted is None
+  np.testing.assert_array_equal(bgr.bgr, rgb[:, :, ::-1])
+  gray = load_image(_draw(tmp_path / "gray.png", mode="L", seed=3))
+  assert gray.converted == "grayscale" and gray.bgr.shape == (64, 96, 3)
+  np.testing.assert_array_equal(gray.bgr[..., 0], gray.bgr[..., 2])
+  sixteen = load_image(_draw(tmp_path / "16.png", mode="I;16", seed=3))
+  assert sixteen.converted == "16-bit"  # value * 257 >> 8 == value: the 8-bit gray again.
+  np.testing.assert_array_equal(sixteen.bgr, gray.bgr)
+  cmyk = load_image(_draw(tmp_path / "cmyk.jpg", mode="CMYK", seed=3))
+  assert cmyk.converted == "CMYK" and cmyk.bgr.shape == (64, 96, 3)
+  assert np.abs(cmyk.bgr.astype(int) - bgr.bgr).mean() < 8  # JPEG loss only.
+  rotated = tmp_path / "rotated.jpg"
+  exif = Image.Exif()
+  exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display.
+  Image.open(tmp_path / "rgb.png").save(rotated, exif=exif)
+  assert load_image(str(rotated)).bgr.shape == (96, 64, 3)
+  for name, kind in _bad_images(tmp_path).items():
+    with pytest.raises(ImageError, match=name) as err:
+      load_image(str(tmp_path / name), max_pixels=100_000)
+    assert err.value.kind == kind, name
+  with pytest.raises(ImageError, match="cannot read"):
+    load_image(str(tmp_path / "missing.jpg"))
+
+
+def test_list_images_folders_lists_and_ids(tmp_path):
+  for name in ("b/COCO_val2014_000000000042.jpg", "a/COCO_train2014_000000000007.png"):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    _draw(tmp_path / name)
+  (tmp_path / "a" / "readme.txt").write_text("x")
+  assert extraction.list_images(str(tmp_path), "digits") == [
+      ("7", str(tmp_path / "a/COCO_train2014_000000000007.png")),
+      ("42", str(tmp_path / "b/COCO_val2014_000000000042.jpg"))]
+  listing = tmp_path / "list.txt"
+  listing.write_text("b/COCO_val2014_000000000042.jpg\n\n# a comment\n")
+  assert extraction.list_images(str(listing)) == [
+      ("COCO_val2014_000000000042", str(tmp_path / "b/COCO_val2014_000000000042.jpg"))]
+  _draw(tmp_path / "b" / "COCO_val2014_000000000007.jpg")
+  with pytest.raises(ValueError, match="both have image id 7"):
+    extraction.list_images(str(tmp_path), "digits")
+  listing.write_text("nothere.jpg\n")
+  with pytest.raises(FileNotFoundError, match="nothere.jpg"):
+    extraction.list_images(str(listing))
+
+
+# ----------------------------------------------------------------------------- the driver
+def fake_extract(images):
+  """A deterministic stand-in for the detector: 3 boxes per image, features from pixels."""
+  out = []
+  for image in images:
+    h, w = image.shape[:2]
+    boxes = np.array([[0, 0, w / 2, h / 2], [w / 4, h / 4, w, h], [0, 0, w, h]], np.float32)
+    features = np.stack([np.resize(image[:int(b[3]), :int(b[2])].mean((0, 1)), 8)
+                         for b in boxes]).astype(np.float32)
+    prob = np.full((3, 5), 0.2, np.float32)
+    out.append(RegionFeatures("", features, boxes, w, h, prob))
+  return out
+
+
+def _folder_of_images(folder, n):
+  folder.mkdir()
+  return [_draw(folder / f"img{i:02d}.jpg", seed=i) for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_run_writes_every_image_once_and_resumes(tmp_path, fmt):
+  _folder_of_images(tmp_path / "images", 7)
+  images = extraction.list_images(str(tmp_path / "images"))
+  output = str(tmp_path / FORMATS[fmt])
+  first = extraction.run(images[:4], output, fake_extract, batch_size=3, progress=False)
+  assert (first.total, first.already, first.written) == (4, 0, 4)
+  calls = []
+  counting = lambda batch: calls.append(len(batch)) or fake_extract(batch)
+  second = extraction.run(images, output, counting, batch_size=2, progress=False)
+  assert (second.total, second.already, second.written, calls) == (7, 4, 3, [2, 1])
+  store = open_feature_store(output, feature_dim=8)
+  assert sorted(store.keys()) == [f"img{i:02d}" for i in range(7)]
+  for key, path in images:
+    expected = fake_extract([load_image(path).bgr])[0]
+    _assert_same(RegionFeatures(key, *list(vars(expected).values())[1:]), store[key])
+
+
+def test_bad_images_stop_naming_the_file_or_are_counted(tmp_path):
+  folder = tmp_path / "images"
+  _folder_of_images(folder, 3)
+  kinds = _bad_images(folder)
+  _draw(folder / "zz_gray.png", mode="L")
+  _draw(folder / "zz_cmyk.jpg", mode="CMYK")
+  _draw(folder / "zz_16bit.png", mode="I;16")
+  images = extraction.list_images(str(folder))
+  good = [(k, p) for k, p in images if os.path.basename(p) not in kinds]
+  ordered = good[:3] + [item for item in images if item not in good] + good[3:]
+  output = str(tmp_path / "feats.tsv")
+  with pytest.raises(ImageError, match=r"empty.jpg: empty file .*\[empty\]; the 3 finished "
+                     r"images are kept in .*feats.tsv"):
+    extraction.run(ordered, output, fake_extract, batch_size=3, max_pixels=100_000,
+                   progress=False)
+  assert written_ids(output) == {k for k, _ in good[:3]}
+  summary = extraction.run(ordered, output, fake_extract, batch_size=3, max_pixels=100_000,
+                           skip_bad_images=True, progress=False)
+  assert (summary.already, summary.written) == (3, 3)
+  assert summary.converted == {"grayscale": 1, "CMYK": 1, "16-bit": 1}
+  assert sorted(line.split(": ")[0] for line in summary.skipped) == sorted(
+      str(folder / name) for name in kinds)
+  assert all(f"[{kinds[os.path.basename(line.split(': ')[0])]}]" in line
+             for line in summary.skipped)
+  assert written_ids(output) == {k for k, _ in good}
+
+
+def test_detector_output_is_checked_like_a_store_reads_it(tmp_path):
+  _folder_of_images(tmp_path / "images", 1)
+  images = extraction.list_images(str(tmp_path / "images"))
+
+  def nan_features(batch):
+    r = fake_extract(batch)[0]
+    return [RegionFeatures("", r.features * np.nan, r.boxes, r.image_w, r.image_h, r.cls_prob)]
+  with pytest.raises(FeatureStoreError, match="img00.jpg .*features contains NaN"):
+    extraction.run(images, str(tmp_path / "f.tsv"), nan_features, progress=False)
+
+  def wrong_size(batch):
+    r = fake_extract(batch)[0]
+    return [RegionFeatures("", r.features, r.boxes, 5, 5, r.cls_prob)]
+  with pytest.raises(FeatureStoreError, match="reported a 5x5 image, the file is 96x64"):
+    extraction.run(images, str(tmp_path / "f.tsv"), wrong_size, progress=False)
+
+
+_KILLED_RUN = """
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+from test_extract import fake_extract
+from vilbert_jax.detection import extract as extraction
+calls = []
+def dies_on_third_batch(batch):
+  calls.append(1)
+  if len(calls) == 3:
+    os.kill(os.getpid(), signal.SIGKILL)
+  return fake_extract(batch)
+extraction.run(extraction.list_images({images!r}), {output!r}, dies_on_third_batch,
+               batch_size=2, progress=False)
+"""
+
+
+def test_a_killed_run_loses_no_finished_image(tmp_path):
+  _folder_of_images(tmp_path / "images", 7)
+  output = str(tmp_path / "feats.tsv")
+  script = _KILLED_RUN.format(tests=str(ROOT / "tests"), images=str(tmp_path / "images"),
+                              output=output)
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == -9, proc.stderr
+  assert written_ids(output) == {"img00", "img01", "img02", "img03"}
+  images = extraction.list_images(str(tmp_path / "images"))
+  summary = extraction.run(images, output, fake_extract, batch_size=2, progress=False)
+  assert (summary.already, summary.written) == (4, 3)
+  assert [r.image_id for r in open_feature_store(output)] == [k for k, _ in images]
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "lmdb", "npz"])
+def test_processes_extract_disjoint_shares_merged_at_the_end(tmp_path, fmt):
+  _folder_of_images(tmp_path / "images", 9)
+  images = extraction.list_images(str(tmp_path / "images"))
+  output = str(tmp_path / FORMATS[fmt])
+  extraction.run(images[:2], output, fake_extract, progress=False)  # An earlier run's part.
+  barrier = threading.Barrier(3)
+  seen, summaries, errors = [[], [], []], [None] * 3, []
+
+  def process(index):
+    def extract_fn(batch):
+      seen[index].extend(img.tobytes() for img in batch)
+      return fake_extract(batch)
+    try:
+      summaries[index] = extraction.run(
+          images, output, extract_fn, batch_size=2, process_index=index, process_count=3,
+          barrier=lambda name: barrier.wait(timeout=60), progress=False)
+    except Exception as e:  # pylint: disable=broad-except
+      errors.append(e)
+      barrier.abort()
+  threads = [threading.Thread(target=process, args=(i,)) for i in range(3)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert not errors, errors
+  assert [s.written for s in summaries] == [3, 2, 2]
+  assert all(s.already == 2 for s in summaries)
+  pixels = [b for share in seen for b in share]
+  assert len(pixels) == len(set(pixels)) == 7  # Disjoint shares, nothing extracted twice.
+  assert not os.path.exists(extraction.parts_dir(output))
+  store = open_feature_store(output, feature_dim=8)
+  assert sorted(store.keys()) == [k for k, _ in images]
+
+
+def test_a_killed_merge_is_finished_by_the_next_run(tmp_path):
+  _folder_of_images(tmp_path / "images", 4)
+  images = extraction.list_images(str(tmp_path / "images"))
+  output = str(tmp_path / "feats.tsv")
+  part = os.path.join(extraction.parts_dir(output), "process-00001-of-00002.tsv")
+  extraction.run(images[1:], part, fake_extract, progress=False)  # A share, never merged.
+  extraction.run(images[:2], output, fake_extract, progress=False)
+  summary = extraction.run(images, output, fake_extract, progress=False)
+  assert (summary.already, summary.written) == (4, 0)
+  assert [r.image_id for r in open_feature_store(output)] == [k for k, _ in images]
+  assert not os.path.exists(extraction.parts_dir(output))
+
+
+def test_device_extractor_gives_each_local_device_a_share():
+  devices = jax.local_devices()
+  assert len(devices) == 8  # conftest
+  calls = []
+
+  def on_device(params, cfg, images, protocol):
+    calls.append((next(iter(params["w"].devices())), len(images), protocol))
+    return fake_extract(images)
+  extractor = extraction.DeviceExtractor({"w": np.ones(3)}, None, "port", devices[:4],
+                                         extract=on_device)
+  images = [np.full((8 + i, 10, 3), i, np.uint8) for i in range(10)]
+  records = extractor(images)
+  assert [r.image_h for r in records] == [8 + i for i in range(10)]
+  assert sorted((d.id, n) for d, n, _ in calls) == [(0, 3), (1, 3), (2, 2), (3, 2)]
+  assert {p for _, _, p in calls} == {"port"}
