@@ -1,5 +1,6 @@
 """From image files to feature stores: store writers, the extraction driver (resume, bad
 images, devices, processes), and end to end to VQA answers with the tiny random detector."""
+import importlib
 import os
 import pathlib
 import subprocess
@@ -14,9 +15,10 @@ from PIL import Image, ImageDraw
 from data_fixtures import random_record
 from vilbert_jax.data.features import (FeatureStoreError, RegionFeatures, open_feature_store,
                                        open_feature_writer, written_ids)
-from vilbert_jax.detection import extract as extraction
 from vilbert_jax.detection.images import ImageError, load_image
 
+# The driver module (the package attribute `extract` is the detector function until it loads).
+extraction = importlib.import_module("vilbert_jax.detection.extract")
 ROOT = pathlib.Path(__file__).parents[1]
 FORMATS = {"tsv": "feats.tsv", "lmdb": "feats.lmdb", "npz": "feats"}
 
@@ -256,7 +258,8 @@ _KILLED_RUN = """
 import os, signal, sys
 sys.path.insert(0, {tests!r})
 from test_extract import fake_extract
-from vilbert_jax.detection import extract as extraction
+import importlib
+extraction = importlib.import_module("vilbert_jax.detection.extract")
 calls = []
 def dies_on_third_batch(batch):
   calls.append(1)

@@ -105,7 +105,7 @@ class DeviceExtractor:
                devices: Optional[Sequence] = None, extract: Optional[Callable] = None):
     import jax  # pylint: disable=g-import-not-at-top
     if extract is None:
-      from vilbert_jax.detection import extract as extract  # pylint: disable=g-import-not-at-top
+      from vilbert_jax.detection import detector_extract as extract  # pylint: disable=g-import-not-at-top
     self.devices = list(devices or jax.local_devices())
     self._params = [jax.device_put(params, d) for d in self.devices]
     self._cfg, self._protocol, self._extract = cfg, protocol, extract
@@ -221,6 +221,8 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   Raises:
     ImageError: a bad image without `skip_bad_images`; everything written before it stays.
     FeatureStoreError: the detector returned a record no store reader would accept.
+    Any error stops this process's extraction but is raised only after the barriers, so the
+    other processes finish and the shares written so far are merged.
   """
   parts = _existing_parts(output)
   done = written_ids(output)
@@ -237,6 +239,7 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   ahead = concurrent.futures.ThreadPoolExecutor(1)  # Decodes the next batch meanwhile.
   decode = lambda batch: ahead.submit(_decode, batch, max_pixels, skip_bad_images, pool)
   batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+  error = None
   try:
     with open_feature_writer(target) as writer:
       pending = decode(batches[0]) if batches else None
@@ -253,9 +256,12 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
         bar.update(len(batches[k]))
   except ImageError as e:
     finished = len(images) - len(todo) + written
-    raise ImageError(e.path, e.kind, f"{e.reason} [{e.kind}]; the {finished} finished images "
-                     f"are kept in {target}: rerun to continue, with --skip_bad_images to skip "
-                     "such files") from e
+    error = ImageError(e.path, e.kind, f"{e.reason} [{e.kind}]; the {finished} finished images "
+                       f"are kept in {target}: rerun to continue, with --skip_bad_images to "
+                       "skip such files")
+    error.__cause__ = e
+  except Exception as e:  # pylint: disable=broad-except
+    error = e  # Raised below, after the other processes are released from the barriers.
   finally:
     bar.close()
     ahead.shutdown(wait=False, cancel_futures=True)
@@ -265,6 +271,8 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   if process_index == 0 and (process_count > 1 or parts):
     merge_parts(output)
   barrier("vilbert_jax.extract.merged")
+  if error is not None:
+    raise error
   return Summary(len(images), len(images) - len(todo), written, skipped, dict(converted),
                  seconds)
 
@@ -322,12 +330,18 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str]) -> int:
+  """The command line; returns 0, or 1 after printing a bad image's or record's error."""
   args = _parse(argv)
-  import jax  # pylint: disable=g-import-not-at-top
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  from vilbert_jax.detection import load_detector  # pylint: disable=g-import-not-at-top
-  from vilbert_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import jax
+  import ml_collections
+  from jax.experimental import multihost_utils
+  from vilbert_jax.detection import load_detector
+  from vilbert_jax.train import distributed
+  # pylint: enable=g-import-not-at-top
+  if not jax.config.jax_compilation_cache_dir:  # launch.py's persistent cache: reruns are quick
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser("~/.cache/vilbert_jax/jax_compilation_cache"))
   distributed.maybe_initialize(ml_collections.ConfigDict({"distributed": dict(
       coordinator_address=args.coordinator_address, num_processes=args.num_processes,
       process_id=args.process_id)}))
@@ -337,13 +351,17 @@ def main(argv: Sequence[str]) -> int:
   devices = jax.local_devices()[:args.num_devices or None]
   extractor = DeviceExtractor(params, cfg, args.protocol, devices)
   count = jax.process_count()
-  summary = run(images, args.output, extractor,
-                batch_size=args.batch_size or 4 * len(devices),
-                skip_bad_images=args.skip_bad_images, max_pixels=args.max_pixels,
-                process_index=jax.process_index(), process_count=count,
-                barrier=(multihost_utils.sync_global_devices if count > 1
-                         else lambda name: None),
-                progress=not args.no_progress)
+  try:
+    summary = run(images, args.output, extractor,
+                  batch_size=args.batch_size or 4 * len(devices),
+                  skip_bad_images=args.skip_bad_images, max_pixels=args.max_pixels,
+                  process_index=jax.process_index(), process_count=count,
+                  barrier=(multihost_utils.sync_global_devices if count > 1
+                           else lambda name: None),
+                  progress=not args.no_progress)
+  except (ImageError, FeatureStoreError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   _report(summary, args.output, jax.process_index())
   return 0
 
