@@ -136,3 +136,23 @@ def frcnn_to_flax(state_dict: Mapping[str, np.ndarray], cfg: DetectorConfig) -> 
     raise ConversionError("frcnn checkpoint does not fit the detector config: "
                           + " | ".join(problems))
   return flax.traverse_util.unflatten_dict(flat)
+
+
+def state_dict_shapes(cfg: DetectorConfig) -> dict[str, tuple[int, ...]]:
+  """The port's state-dict keys and shapes for `cfg` (``num_batches_tracked`` excluded)."""
+  out: dict[str, tuple[int, ...]] = {}
+  for path, shape in param_shapes(cfg).items():
+    prefix, leaf = _torch_name(path)
+    if leaf == "tensor":
+      out[prefix] = shape
+    elif leaf == "kernel" and path[0] == "box_predictor":
+      out[f"{prefix}.weight"] = shape[::-1]
+    elif leaf == "kernel":
+      out[f"{prefix}.weight"] = (shape[3], shape[2], shape[0], shape[1])
+    elif leaf == "embedding":
+      out[f"{prefix}.weight"] = shape
+    elif prefix.startswith(("backbone.", "roi_heads.res5.")) and leaf in ("scale", "bias"):
+      out.update({f"{prefix}.norm.{n}": shape for n in _BN})
+    else:
+      out[f"{prefix}.{leaf}"] = shape
+  return out
