@@ -1,8 +1,11 @@
 """From image files to feature stores: store writers, the extraction driver (resume, bad
 images, devices, processes), and end to end to VQA answers with the tiny random detector."""
 import importlib
+import json
 import os
 import pathlib
+import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -13,9 +16,13 @@ import pytest
 from PIL import Image, ImageDraw
 
 from data_fixtures import random_record
+from tfds_builders.build import main as build_main
+from train_utils import TINY
+from vilbert_jax.convert.__main__ import main as convert_main
 from vilbert_jax.data.features import (FeatureStoreError, RegionFeatures, open_feature_store,
                                        open_feature_writer, written_ids)
 from vilbert_jax.detection.images import ImageError, load_image
+from vilbert_jax.predict import Predictor
 
 # The driver module (the package attribute `extract` is the detector function until it loads).
 extraction = importlib.import_module("vilbert_jax.detection.extract")
@@ -350,3 +357,139 @@ def test_device_extractor_gives_each_local_device_a_share():
   assert [r.image_h for r in records] == [8 + i for i in range(10)]
   assert sorted((d.id, n) for d, n, _ in calls) == [(0, 3), (1, 3), (2, 2), (3, 2)]
   assert {p for _, _, p in calls} == {"port"}
+
+
+# ----------------------------------------------------------------------------- end to end
+QUESTIONS = ("what color is the cat ?", "how many dogs are there ?", "is there a red cube ?",
+             "what is left of the bus ?", "is the ball big ?")
+ANSWERS = ("yes", "no", "2")  # each the answer of >= 9 questions: the builder's default vocab
+
+
+def _vqa_annotations(manual, images):
+  """Official-format VQA v2 files for {"train2014": [ids], "val2014": [ids]}."""
+  qid = 0
+  for part, ids in images.items():
+    questions, annotations = [], []
+    for image in ids:
+      for text in QUESTIONS:
+        qid += 1
+        answer = ANSWERS[qid % 3]
+        questions.append({"question_id": qid, "image_id": image, "question": text})
+        annotations.append({"question_id": qid, "image_id": image, "answer_type": "other",
+                            "multiple_choice_answer": answer,
+                            "answers": [{"answer": answer, "answer_id": k + 1}
+                                        for k in range(10)]})
+    (manual / f"v2_OpenEnded_mscoco_{part}_questions.json").write_text(
+        json.dumps({"questions": questions}))
+    (manual / f"v2_mscoco_{part}_annotations.json").write_text(
+        json.dumps({"annotations": annotations}))
+
+
+def _readme_section() -> str:
+  readme = (ROOT / "README.md").read_text()
+  return readme.split("### Extracting a folder of images", 1)[1].split("\n## ", 1)[0]
+
+
+def _substitute(text: str, paths: dict) -> str:
+  for old, new in paths.items():
+    text = text.replace(old, str(new))
+  return text
+
+
+def _python(args, **kw):
+  """`python ARGS` from the repository root on one CPU device."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=600, **kw)
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory):
+  """The tiny random-weight reference detector, through the converter's command line."""
+  tmp = tmp_path_factory.mktemp("detector")
+  ref = np.load(ROOT / "tests" / "fixtures" / "frcnn_tiny.npz")
+  np.savez(tmp / "tiny.npz", **{k[len("param/"):]: ref[k] for k in ref.files
+                               if k.startswith("param/")})
+  (tmp / "config.yaml").write_text(str(ref["meta/config_yaml"]))
+  assert convert_main(["frcnn", "--checkpoint", str(tmp / "tiny.npz"), "--config",
+                       str(tmp / "config.yaml"), "--output", str(tmp / "frcnn")]) == 0
+  return tmp / "frcnn"
+
+
+def test_from_image_files_to_vqa_answers(tmp_path, detector_dir, capsys):
+  """Drawn images -> README extraction command (tiny detector) -> TSV store -> README
+  vilbert_vqa2 build -> 3 fine-tuning steps through launch.py -> minval predictions file ->
+  the README's Predictor example answering about an image file."""
+  photos, manual, tfds_dir, workdir = (tmp_path / "train2014", tmp_path / "vqa",
+                                       tmp_path / "tfds", tmp_path / "run")
+  photos.mkdir()
+  manual.mkdir()
+  split_ids = {"train2014": [101, 102, 103, 104, 105, 106], "val2014": [201]}
+  for part, ids in split_ids.items():
+    for i, image in enumerate(ids):
+      _draw(photos / f"COCO_{part}_{image:012d}.{'png' if i == 1 else 'jpg'}",
+            size=(160, 120), mode="L" if i == 2 else "RGB", seed=image)
+  (photos / "COCO_train2014_000000000000.jpg").write_bytes(b"")  # a bad file, listed first
+  _vqa_annotations(manual, split_ids)
+  paths = {"/data/coco/train2014": photos, "/ckpt/frcnn_vg": detector_dir, "/data/vqa": manual,
+           "/data/tfds": tfds_dir, "--feature_dim 2048": "--feature_dim 128"}
+  section = _readme_section()
+  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+  extract_cmd, build_cmd = [shlex.split(_substitute(line, paths))
+                            for line in block.splitlines() if line.strip()]
+  assert extract_cmd[:3] == ["python", "-m", "vilbert_jax.detection.extract"]
+  assert build_cmd[:3] == ["python", "-m", "tfds_builders.build"]
+
+  failed = _python(extract_cmd[1:])
+  assert failed.returncode == 1, failed.stderr
+  assert "COCO_train2014_000000000000.jpg: empty file (0 bytes) [empty]" in failed.stderr
+  done = _python(extract_cmd[1:] + ["--skip_bad_images"])
+  assert done.returncode == 0, done.stderr
+  assert "8 images: 0 already in" in done.stdout and "7 extracted" in done.stdout
+  assert "converted to 8-bit BGR: 1 grayscale" in done.stdout
+  assert "skipped: " in done.stdout and "[empty]" in done.stdout
+  assert "img/s" in done.stderr  # the progress bar
+  store = open_feature_store(str(manual / "features_trainval.tsv"), feature_dim=128)
+  assert sorted(store.keys(), key=int) == [str(i) for ids in split_ids.values() for i in ids]
+  for record in store:
+    assert (record.image_w, record.image_h) == (160, 120)
+    assert 10 <= record.num_boxes <= 36 and record.cls_prob.shape == (record.num_boxes, 21)
+    np.testing.assert_allclose(record.cls_prob.sum(1), 1, rtol=1e-5)
+    assert (record.boxes >= 0).all() and (record.boxes[:, 2] <= 160).all()
+    assert (record.boxes[:, 3] <= 120).all()
+
+  assert build_main(build_cmd[3:]) == 0
+  name = "vilbert_vqa2/default-feature_dim128"
+  model = {**{k: v for k, v in TINY.items() if k.startswith("model.")},
+           "model.vocab_size": 81, "model.v_feature_size": 128, "model.v_target_size": 21}
+  launched = _python(["launch.py", "--config", "configs/vqa.py:no_pretraining", "--workdir",
+                      str(workdir), f"--config.data.name={name}",
+                      f"--config.data.data_dir={tfds_dir}", "--config.data.tokenizer=synthetic",
+                      "--config.data.max_text_len=12", "--config.data.num_visual_tokens=11",
+                      "--config.data.worker_count=0", "--config.batch_size=4",
+                      "--config.num_train_steps=3", "--config.log_every_steps=1",
+                      *[f"--config.{k}={v}" for k, v in model.items()]])
+  assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+  predictions = json.loads((workdir / "vqa_minval_predictions.json").read_text())
+  assert sorted(p["question_id"] for p in predictions) == list(range(31, 36))
+  assert {p["answer"] for p in predictions} <= set(ANSWERS)
+
+  image = photos / "COCO_val2014_000000000201.jpg"
+  python_block = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S)
+                      if "detector=" in b)
+  capsys.readouterr()
+  exec(_substitute(python_block, {"/ckpt/vqa": workdir, "/data/photos/kitchen.jpg": image}  # pylint: disable=exec-used
+                   | {"/ckpt/frcnn_vg": detector_dir}), {})
+  answers, shape = capsys.readouterr().out.splitlines()
+  assert re.fullmatch(r"\[\('(yes|no|2)', 0\.\d+\)(, \('(yes|no|2)', 0\.\d+\)){2}\]", answers)
+  predictor = Predictor.load(str(workdir), detector=str(detector_dir))
+  regions = predictor.regions(image)
+  assert shape == str(regions.boxes.shape)
+  stored = store["201"]  # Batch 4 in the extraction, batch 1 here: the same regions.
+  np.testing.assert_allclose(regions.boxes, stored.boxes, rtol=1e-5, atol=1e-3)
+  np.testing.assert_allclose(regions.features, stored.features, rtol=1e-4, atol=1e-5)
+  assert predictor.answer("is the ball big ?", stored, top_k=3) == pytest.approx(
+      predictor.answer("is the ball big ?", str(image), top_k=3), rel=1e-4)
+  with pytest.raises(ValueError, match="no detector"):
+    Predictor.load(str(workdir)).answer("is the ball big ?", str(image))
