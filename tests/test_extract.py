@@ -329,6 +329,30 @@ def test_processes_extract_disjoint_shares_merged_at_the_end(tmp_path, fmt):
   assert sorted(store.keys()) == [k for k, _ in images]
 
 
+def test_processes_under_jax_distributed_share_the_images(tmp_path):
+  """Two processes of the command line (2 CPU devices each) joined by jax.distributed."""
+  import socket  # pylint: disable=g-import-not-at-top
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  _folder_of_images(tmp_path / "images", 7)
+  output = tmp_path / "feats.lmdb"
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  workers = [subprocess.Popen(
+      [sys.executable, str(ROOT / "tests" / "extract_worker.py"), "--images",
+       str(tmp_path / "images"), "--detector", "unused", "--output", str(output),
+       "--coordinator_address", f"127.0.0.1:{port}", "--num_processes", "2", "--process_id",
+       str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [w.communicate(timeout=300)[0] for w in workers]
+  assert [w.returncode for w in workers] == [0, 0], outputs
+  assert "[process 0] 7 images: 0 already in" in outputs[0] and "4 extracted" in outputs[0]
+  assert "[process 1] 7 images: 0 already in" in outputs[1] and "3 extracted" in outputs[1]
+  assert sorted(open_feature_store(str(output)).keys()) == [f"img{i:02d}" for i in range(7)]
+  assert not os.path.exists(extraction.parts_dir(str(output)))
+
+
 def test_a_killed_merge_is_finished_by_the_next_run(tmp_path):
   _folder_of_images(tmp_path / "images", 4)
   images = extraction.list_images(str(tmp_path / "images"))
