@@ -517,3 +517,6 @@ def test_from_image_files_to_vqa_answers(tmp_path, detector_dir, capsys):
       predictor.answer("is the ball big ?", str(image), top_k=3), rel=1e-4)
   with pytest.raises(ValueError, match="no detector"):
     Predictor.load(str(workdir)).answer("is the ball big ?", str(image))
+  predictor.detector = lambda bgr: fake_extract([bgr])[0]  # 8-wide features
+  with pytest.raises(ValueError, match="8-wide region features, this model reads 128"):
+    predictor.answer("is the ball big ?", str(image))

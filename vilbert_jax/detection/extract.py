@@ -248,6 +248,9 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
         if k + 1 < len(batches):
           pending = decode(batches[k + 1])
         records = extract_fn(loaded) if loaded else []
+        if len(records) != len(loaded):
+          raise FeatureStoreError(f"the detector returned {len(records)} records for "
+                                  f"{len(loaded)} images ({kept[0][1]} ...)")
         writer.write([_checked(r, key, path, image)
                       for r, (key, path), image in zip(records, kept, loaded)])
         written += len(kept)
@@ -302,7 +305,9 @@ def merge_parts(output: str, batch: int = 256) -> int:
 def _progress_bar(total: int, process_index: int, enabled: bool):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=total, unit="img", desc=f"extract (process {process_index})",
-              disable=not enabled, file=sys.stderr, smoothing=0.1)
+              disable=not enabled, file=sys.stderr, smoothing=0.1,
+              bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, "
+                         "{rate_noinv_fmt}]")  # Always images/s, also below 1 image/s.
 
 
 # ----------------------------------------------------------------------------- CLI
