@@ -262,15 +262,19 @@ def test_detector_output_is_checked_like_a_store_reads_it(tmp_path):
 
 
 _KILLED_RUN = """
-import os, signal, sys
+import os, signal, sys, time
 sys.path.insert(0, {tests!r})
 from test_extract import fake_extract
 import importlib
+from vilbert_jax.data.features import written_ids
 extraction = importlib.import_module("vilbert_jax.detection.extract")
 calls = []
 def dies_on_third_batch(batch):
   calls.append(1)
-  if len(calls) == 3:
+  if len(calls) == 3:  # Once the second batch is written (it is written meanwhile), die.
+    deadline = time.time() + 60
+    while len(written_ids({output!r})) < 4 and time.time() < deadline:
+      time.sleep(0.01)
     os.kill(os.getpid(), signal.SIGKILL)
   return fake_extract(batch)
 extraction.run(extraction.list_images({images!r}), {output!r}, dies_on_third_batch,

@@ -197,6 +197,54 @@ def _checked(record: RegionFeatures, key: str, path: str, image: np.ndarray) -> 
                      record.features, record.cls_prob)
 
 
+class _Loop:
+  """Decode, detect, write over batches: the next batch is decoded, and the previous one
+  checked and written, while the detector runs on the current one. Counts what it did."""
+
+  def __init__(self, extract_fn: ExtractFn, max_pixels: int, skip_bad: bool,
+               decode_threads: int, progress_bar):
+    self.extract_fn, self.max_pixels, self.skip_bad = extract_fn, max_pixels, skip_bad
+    self.decode_threads, self.progress_bar = decode_threads, progress_bar
+    self.written, self.skipped, self.converted = 0, [], collections.Counter()
+
+  def run(self, batches: List[List[Tuple[str, str]]], writer) -> None:
+    """Extracts `batches` into `writer`; on any error, the batch being written is finished
+    (and counted) before the error propagates."""
+    pool = concurrent.futures.ThreadPoolExecutor(self.decode_threads)
+    ahead = concurrent.futures.ThreadPoolExecutor(1)
+    behind = concurrent.futures.ThreadPoolExecutor(1)
+    decode = lambda batch: ahead.submit(_decode, batch, self.max_pixels, self.skip_bad, pool)
+    writing = None
+    try:
+      pending = decode(batches[0]) if batches else None
+      for k, batch in enumerate(batches):
+        kept, loaded, bad, kinds = pending.result()
+        if k + 1 < len(batches):
+          pending = decode(batches[k + 1])
+        self.skipped += bad
+        self.converted.update(kinds)
+        records = self.extract_fn(loaded) if loaded else []
+        if len(records) != len(loaded):
+          raise FeatureStoreError(f"the detector returned {len(records)} records for "
+                                  f"{len(loaded)} images ({kept[0][1]} ...)")
+        if writing is not None:
+          writing, _ = None, writing.result()
+        writing = behind.submit(self._write, writer, records, kept, loaded, len(batch))
+      if writing is not None:
+        writing, _ = None, writing.result()
+    finally:
+      if writing is not None:
+        concurrent.futures.wait([writing])  # Counted by _write if it succeeded.
+      for executor in (behind, ahead, pool):
+        executor.shutdown(wait=executor is behind, cancel_futures=True)
+
+  def _write(self, writer, records, kept, loaded, batch_len: int) -> None:
+    writer.write([_checked(r, key, path, image)
+                  for r, (key, path), image in zip(records, kept, loaded)])
+    self.written += len(kept)
+    self.progress_bar.update(batch_len)
+
+
 def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *,
         batch_size: int = 8, skip_bad_images: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS, process_index: int = 0, process_count: int = 1,
@@ -232,33 +280,16 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   mine = todo[process_index::process_count]
   barrier("vilbert_jax.extract.plan")  # Everyone has read the stores before anyone writes.
   target = output if process_count == 1 else _part_path(output, process_index, process_count)
-  skipped, converted, written = [], collections.Counter(), 0
   start = time.perf_counter()
-  bar = _progress_bar(len(mine), process_index, progress)
-  pool = concurrent.futures.ThreadPoolExecutor(decode_threads)
-  ahead = concurrent.futures.ThreadPoolExecutor(1)  # Decodes the next batch meanwhile.
-  decode = lambda batch: ahead.submit(_decode, batch, max_pixels, skip_bad_images, pool)
   batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+  progress_bar = _progress_bar(len(mine), process_index, progress)
+  loop = _Loop(extract_fn, max_pixels, skip_bad_images, decode_threads, progress_bar)
   error = None
   try:
     with open_feature_writer(target) as writer:
-      pending = decode(batches[0]) if batches else None
-      for k in range(len(batches)):
-        kept, loaded, bad, kinds = pending.result()
-        if k + 1 < len(batches):
-          pending = decode(batches[k + 1])
-        records = extract_fn(loaded) if loaded else []
-        if len(records) != len(loaded):
-          raise FeatureStoreError(f"the detector returned {len(records)} records for "
-                                  f"{len(loaded)} images ({kept[0][1]} ...)")
-        writer.write([_checked(r, key, path, image)
-                      for r, (key, path), image in zip(records, kept, loaded)])
-        written += len(kept)
-        skipped += bad
-        converted.update(kinds)
-        bar.update(len(batches[k]))
+      loop.run(batches, writer)
   except ImageError as e:
-    finished = len(images) - len(todo) + written
+    finished = len(images) - len(todo) + loop.written
     error = ImageError(e.path, e.kind, f"{e.reason} [{e.kind}]; the {finished} finished images "
                        f"are kept in {target}: rerun to continue, with --skip_bad_images to "
                        "skip such files")
@@ -266,9 +297,7 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   except Exception as e:  # pylint: disable=broad-except
     error = e  # Raised below, after the other processes are released from the barriers.
   finally:
-    bar.close()
-    ahead.shutdown(wait=False, cancel_futures=True)
-    pool.shutdown(wait=False, cancel_futures=True)
+    progress_bar.close()
   seconds = time.perf_counter() - start
   barrier("vilbert_jax.extract.written")
   if process_index == 0 and (process_count > 1 or parts):
@@ -276,8 +305,8 @@ def run(images: Sequence[Tuple[str, str]], output: str, extract_fn: ExtractFn, *
   barrier("vilbert_jax.extract.merged")
   if error is not None:
     raise error
-  return Summary(len(images), len(images) - len(todo), written, skipped, dict(converted),
-                 seconds)
+  return Summary(len(images), len(images) - len(todo), loop.written, loop.skipped,
+                 dict(loop.converted), seconds)
 
 
 def merge_parts(output: str, batch: int = 256) -> int:
