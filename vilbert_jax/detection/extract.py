@@ -13,8 +13,8 @@ TSV), `*.lmdb` (the original LMDB store), anything else a folder of `<image_id>.
 record has the region features, boxes in pixels of the original image, the image size and the
 detector's full class distribution (`cls_prob`, background first).
 
-Resumable: ids already in the output are skipped, and every batch is on disk before the next
-starts, so a killed run loses no finished image. Batches are split over all local devices;
+Resumable: ids already in the output are skipped; each batch is written while the detector
+runs on the next, so a killed run loses at most the batches in flight (never a written one). Batches are split over all local devices;
 under `jax.distributed` (`--coordinator_address ...`, or SLURM / Open MPI / Cloud TPU
 detected) each process extracts a disjoint share into `<output>.parts/` and process 0 merges
 the shares into the output at the end. Bad images (`images.load_image`) stop the run with an
