@@ -9,8 +9,6 @@ decision margins (meta/margins_json) are far above our numeric errors.
 """
 
 import json
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +17,7 @@ import pytest
 
 import vilbert_jax as vj
 from reference import FIXTURES, relative_error
+from vilbert_jax.convert.__main__ import main as convert_main
 from vilbert_jax.convert.frcnn import ConversionError, param_shapes, state_dict_shapes
 from vilbert_jax.detection import preprocess as pre
 from vilbert_jax.detection.boxes import pairwise_iou
@@ -259,11 +258,29 @@ def test_region_outputs_for_given_boxes(ref, cfg, params):
 
 
 def test_convert_cli_writes_a_detector_directory(ref, cfg, tmp_path):
+  """The README's `python -m vilbert_jax.convert frcnn ...` (in-process; the state dict as
+  .npz since torch is not installed here)."""
   (tmp_path / "config.yaml").write_text(str(ref["meta/config_yaml"]))
-  subprocess.run([sys.executable, "-m", "vilbert_jax.convert", "frcnn", "--checkpoint",
-                  str(NPZ), "--config", str(tmp_path / "config.yaml"), "--output",
-                  str(tmp_path / "frcnn")], check=True, capture_output=True)
+  assert convert_main(["frcnn", "--checkpoint", str(NPZ), "--config",
+                       str(tmp_path / "config.yaml"), "--output", str(tmp_path / "frcnn")]) == 0
   params, loaded = vj.detection.load_detector(tmp_path / "frcnn")
   assert loaded == cfg
   np.testing.assert_array_equal(params["box_predictor"]["cls_score"]["kernel"],
                                 ref["param/roi_heads.box_predictor.cls_score.weight"].T)
+
+
+def test_port_rule_keeps_the_last_threshold_when_none_gives_enough(ref, cfg):
+  """The port crashes when no NMS threshold leaves MIN_DETECTIONS; we keep the 0.7 result."""
+  valid = np.zeros(50, bool)
+  valid[[3, 7, 11]] = True
+  out = jax.jit(lambda p, d, c, v: port_keep(p, d, c, v, jnp.asarray(ref["img0/size_hw"]), cfg))(
+      ref["img0/proposals"], ref["img0/box_deltas"], ref["img0/cls_probs"], valid)
+  kept = np.asarray(out["keep"])[np.asarray(out["mask"])]
+  assert set(kept) <= {3, 7, 11} and len(kept) >= 1
+  assert float(out["threshold"]) == 0.7
+
+
+def test_extract_names_a_bad_image(cfg, params):
+  with pytest.raises(ValueError, match="image b: expected an H x W x 3 uint8"):
+    vj.detection.extract(params, cfg, [np.zeros((8, 8, 3), np.uint8),
+                                       np.zeros((8, 8, 3), np.float32)], image_ids=["a", "b"])

@@ -41,7 +41,8 @@ class Res5Head(nn.Module):
 
 class BoxPredictor(nn.Module):
   """[R, C5] features -> (class logits [R, K+1], attribute logits [R, A+1] or None,
-  box deltas [R, 4K]); float32 outputs."""
+  box deltas [R, 4K]); always float32 (under 1% of the FLOPs; in bfloat16 they would move
+  class probabilities by several hundredths)."""
 
   cfg: DetectorConfig
 
@@ -50,17 +51,16 @@ class BoxPredictor(nn.Module):
     cfg = self.cfg
 
     def dense(features, name):
-      return nn.Dense(features, dtype=jnp.dtype(cfg.dtype), precision=precision(cfg.dtype),
-                      name=name)
+      return nn.Dense(features, dtype=jnp.float32, precision=precision("float32"), name=name)
 
     k = cfg.num_classes
-    cls_logits = dense(k + 1, "cls_score")(x).astype(jnp.float32)
+    x = x.astype(jnp.float32)
+    cls_logits = dense(k + 1, "cls_score")(x)
     deltas = dense(4 * (1 if cfg.cls_agnostic_bbox_reg else k), "bbox_pred")(x)
-    deltas = deltas.astype(jnp.float32)
     if not cfg.use_attr:
       return cls_logits, None, deltas
     width = cfg.res5_channels
     emb = nn.Embed(k + 1, width // 8, name="cls_embedding")(jnp.argmax(cls_logits, axis=-1))
-    h = nn.relu(dense(width // 4, "fc_attr")(jnp.concatenate([x, emb.astype(x.dtype)], -1)))
-    attr_logits = dense(cfg.num_attrs + 1, "attr_score")(h).astype(jnp.float32)
+    h = nn.relu(dense(width // 4, "fc_attr")(jnp.concatenate([x, emb], -1)))
+    attr_logits = dense(cfg.num_attrs + 1, "attr_score")(h)
     return cls_logits, attr_logits, deltas
