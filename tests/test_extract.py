@@ -6,9 +6,11 @@ import os
 import pathlib
 import re
 import shlex
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 
 import jax
 import numpy as np
@@ -158,6 +160,15 @@ def test_load_image_converts_like_opencv_and_names_bad_files(tmp_path):
     assert err.value.kind == kind, name
   with pytest.raises(ImageError, match="cannot read"):
     load_image(str(tmp_path / "missing.jpg"))
+  bomb = tmp_path / "bomb.png"  # A header claiming 15000 x 15000 pixels: refused unread.
+  chunk = lambda kind, data: (struct.pack(">I", len(data)) + kind + data
+                              + struct.pack(">I", zlib.crc32(kind + data)))
+  bomb.write_bytes(b"\x89PNG\r\n\x1a\n"
+                   + chunk(b"IHDR", struct.pack(">IIBBBBB", 15000, 15000, 8, 2, 0, 0, 0))
+                   + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+  with pytest.raises(ImageError, match="bomb.png: .*pixels") as err:
+    load_image(str(bomb), max_pixels=10**9)
+  assert err.value.kind == "huge"
 
 
 def test_list_images_folders_lists_and_ids(tmp_path):
