@@ -518,8 +518,9 @@ def test_from_image_files_to_vqa_answers(tmp_path, detector_dir, capsys):
   python_block = next(b for b in re.findall(r"```python\n(.*?)```", section, re.S)
                       if "detector=" in b)
   capsys.readouterr()
-  exec(_substitute(python_block, {"/ckpt/vqa": workdir, "/data/photos/kitchen.jpg": image}  # pylint: disable=exec-used
-                   | {"/ckpt/frcnn_vg": detector_dir}), {})
+  code = _substitute(python_block, {"/ckpt/vqa": workdir, "/ckpt/frcnn_vg": detector_dir,
+                                    "/data/photos/kitchen.jpg": image})
+  exec(code, {})  # pylint: disable=exec-used
   answers, shape = capsys.readouterr().out.splitlines()
   assert re.fullmatch(r"\[\('(yes|no|2)', 0\.\d+\)(, \('(yes|no|2)', 0\.\d+\)){2}\]", answers)
   predictor = Predictor.load(str(workdir), detector=str(detector_dir))

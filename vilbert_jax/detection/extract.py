@@ -14,10 +14,10 @@ record has the region features, boxes in pixels of the original image, the image
 detector's full class distribution (`cls_prob`, background first).
 
 Resumable: ids already in the output are skipped; each batch is written while the detector
-runs on the next, so a killed run loses at most the batches in flight (never a written one). Batches are split over all local devices;
-under `jax.distributed` (`--coordinator_address ...`, or SLURM / Open MPI / Cloud TPU
-detected) each process extracts a disjoint share into `<output>.parts/` and process 0 merges
-the shares into the output at the end. Bad images (`images.load_image`) stop the run with an
+runs on the next, so a killed run loses at most the batches in flight (never a written one).
+Batches are split over all local devices; under `jax.distributed` (`--coordinator_address
+...`, or SLURM / Open MPI / Cloud TPU detected) each process extracts a disjoint share into
+`<output>.parts/` and process 0 merges the shares into the output at the end. Bad images (`images.load_image`) stop the run with an
 error naming the file, or, with `--skip_bad_images`, are counted and listed at the end.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 from vilbert_jax.data.features import (FeatureStoreError, RegionFeatures, make_record,
                                        open_feature_store, open_feature_writer, writer_format,
                                        written_ids)
-from vilbert_jax.detection.images import DEFAULT_MAX_PIXELS, ImageError, LoadedImage, load_image
+from vilbert_jax.detection.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 ID_RULES = ("stem", "digits")
@@ -104,8 +104,9 @@ class DeviceExtractor:
   def __init__(self, params, cfg, protocol: str = "bottom_up",
                devices: Optional[Sequence] = None, extract: Optional[Callable] = None):
     import jax  # pylint: disable=g-import-not-at-top
-    if extract is None:
-      from vilbert_jax.detection import detector_extract as extract  # pylint: disable=g-import-not-at-top
+    if extract is None:  # The detector (the package's `extract` may be this module).
+      from vilbert_jax.detection import detector_extract  # pylint: disable=g-import-not-at-top
+      extract = detector_extract
     self.devices = list(devices or jax.local_devices())
     self._params = [jax.device_put(params, d) for d in self.devices]
     self._cfg, self._protocol, self._extract = cfg, protocol, extract
