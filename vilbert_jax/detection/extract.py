@@ -17,8 +17,9 @@ Resumable: ids already in the output are skipped; each batch is written while th
 runs on the next, so a killed run loses at most the batches in flight (never a written one).
 Batches are split over all local devices; under `jax.distributed` (`--coordinator_address
 ...`, or SLURM / Open MPI / Cloud TPU detected) each process extracts a disjoint share into
-`<output>.parts/` and process 0 merges the shares into the output at the end. Bad images (`images.load_image`) stop the run with an
-error naming the file, or, with `--skip_bad_images`, are counted and listed at the end.
+`<output>.parts/` and process 0 merges the shares into the output at the end. Bad images
+(`images.load_image`) stop the run with an error naming the file, or, with
+`--skip_bad_images`, are counted and listed at the end.
 """
 from __future__ import annotations
 
