@@ -277,7 +277,7 @@ def test_port_rule_keeps_the_last_threshold_when_none_gives_enough(ref, cfg):
       ref["img0/proposals"], ref["img0/box_deltas"], ref["img0/cls_probs"], valid)
   kept = np.asarray(out["keep"])[np.asarray(out["mask"])]
   assert set(kept) <= {3, 7, 11} and len(kept) >= 1
-  assert float(out["threshold"]) == 0.7
+  assert out["threshold"] == np.float32(0.7)
 
 
 def test_extract_names_a_bad_image(cfg, params):

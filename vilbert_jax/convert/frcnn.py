@@ -19,6 +19,7 @@ match the config; errors name the keys.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 import flax
@@ -37,6 +38,7 @@ class ConversionError(ValueError):
   """The state dict does not fit the config; the message names the keys."""
 
 
+@functools.lru_cache(maxsize=None)
 def param_shapes(cfg: DetectorConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
   """Flattened Flax param paths -> shapes of ``FasterRCNN(cfg)`` (no computation)."""
   model = FasterRCNN(cfg)
