@@ -61,6 +61,9 @@ def test_config_from_yaml_text_and_file(ref, cfg, tmp_path):
   broken = str(ref["meta/config_yaml"]).replace("NUM_CLASSES: 20", "NUM_CLASSEZ: 20")
   with pytest.raises(KeyError, match="ROI_HEADS.NUM_CLASSES"):
     vj.detection.DetectorConfig.from_yaml(broken)
+  no_rpn_topk = str(ref["meta/config_yaml"]).replace("  PRE_NMS_TOPK_TEST: 600\n", "")
+  with pytest.warns(UserWarning, match="RPN.PRE_NMS_TOPK_TEST missing"):
+    assert vj.detection.DetectorConfig.from_yaml(no_rpn_topk).pre_nms_topk == 6000
 
 
 def test_converter_consumes_every_key_and_names_problems(ref, cfg, params):

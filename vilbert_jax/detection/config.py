@@ -3,6 +3,8 @@
 Read from the checkpoint's ``config.yaml`` (the detectron2-style YAML of the PyTorch port:
 ``RESNETS``, ``RPN``, ``ROI_HEADS``, ...). Only the keys that inference uses are kept; keys that
 only training reads are accepted and ignored, and a missing required key is an error naming it.
+The RPN test settings, when absent, take the Caffe model's values (NMS 0.7, 6000 -> 300
+proposals, weights 1) with a warning.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import warnings
 from typing import Any, Mapping
 
 import yaml
@@ -126,6 +129,14 @@ class DetectorConfig:
         node = node[part]
       return node
 
+    def rpn(key: str, caffe_value: Any) -> Any:
+      """RPN test settings; absent ones take the Caffe model's test values, with a warning."""
+      value = get(f"RPN.{key}", None)
+      if value is None:
+        warnings.warn(f"{where}: RPN.{key} missing; using the Caffe test value {caffe_value}")
+        return caffe_value
+      return value
+
     def level(path: str) -> tuple[float, ...]:
       value = get(path)
       if len(value) != 1:
@@ -148,11 +159,11 @@ class DetectorConfig:
         anchor_ratios=level("ANCHOR_GENERATOR.ASPECT_RATIOS"),
         anchor_offset=float(get("ANCHOR_GENERATOR.OFFSET", 0.0)),
         rpn_hidden_channels=int(get("PROPOSAL_GENERATOR.HIDDEN_CHANNELS")),
-        rpn_nms_thresh=float(get("RPN.NMS_THRESH")),
-        pre_nms_topk=int(get("RPN.PRE_NMS_TOPK_TEST")),
-        post_nms_topk=int(get("RPN.POST_NMS_TOPK_TEST")),
+        rpn_nms_thresh=float(rpn("NMS_THRESH", 0.7)),
+        pre_nms_topk=int(rpn("PRE_NMS_TOPK_TEST", 6000)),
+        post_nms_topk=int(rpn("POST_NMS_TOPK_TEST", 300)),
         rpn_min_size=float(get("PROPOSAL_GENERATOR.MIN_SIZE", 0.0)),
-        rpn_box_weights=tuple(float(v) for v in get("RPN.BBOX_REG_WEIGHTS")),
+        rpn_box_weights=tuple(float(v) for v in rpn("BBOX_REG_WEIGHTS", [1.0, 1.0, 1.0, 1.0])),
         num_classes=int(get("ROI_HEADS.NUM_CLASSES")),
         num_attrs=int(get("ROI_BOX_HEAD.NUM_ATTRS")),
         use_attr=bool(get("ROI_BOX_HEAD.ATTR", True)),
