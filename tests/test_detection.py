@@ -287,3 +287,12 @@ def test_extract_names_a_bad_image(cfg, params):
   with pytest.raises(ValueError, match="image b: expected an H x W x 3 uint8"):
     vj.detection.extract(params, cfg, [np.zeros((8, 8, 3), np.uint8),
                                        np.zeros((8, 8, 3), np.float32)], image_ids=["a", "b"])
+
+
+def test_converter_reads_safetensors_like_npz(params, cfg, tmp_path):
+  state = vj.convert.load_state_dict(NPZ)
+  vj.convert.save_state_dict({k: v for k, v in state.items() if v.dtype == np.float32},
+                             tmp_path / "model.safetensors")
+  again = vj.convert.frcnn_to_flax(vj.convert.load_state_dict(tmp_path / "model.safetensors"),
+                                   cfg)
+  jax.tree.map(np.testing.assert_array_equal, again, params)
