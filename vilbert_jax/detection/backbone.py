@@ -13,7 +13,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from vilbert_jax.detection.config import DetectorConfig
@@ -95,7 +94,3 @@ class ResNetC4(nn.Module):
       bottleneck *= 2
     return x
 
-
-def feature_map_size(hw: tuple[int, int], cfg: DetectorConfig) -> tuple[int, int]:
-  """res4 (H, W) of a (padded) input of `hw` pixels."""
-  return tuple(int(v) for v in valid_sizes(np.asarray(hw), cfg)[-1])

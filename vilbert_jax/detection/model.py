@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from vilbert_jax.detection.backbone import ResNetC4, valid_sizes
 from vilbert_jax.detection.config import DetectorConfig
