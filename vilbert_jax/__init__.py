@@ -5,7 +5,7 @@
     model = vj.ViLBERTForPretraining(cfg)
 """
 
-from vilbert_jax import convert, losses
+from vilbert_jax import convert, detection, losses
 from vilbert_jax.config import PRESETS, ViLBERTConfig, preset
 from vilbert_jax.model import (ATTENTION_MAPS, INTERMEDIATES, BackboneOutput, PretrainingOutput,
                                SingleStreamModel, TaskOutput, ViLBERTForPretraining,
@@ -14,5 +14,5 @@ from vilbert_jax.model import (ATTENTION_MAPS, INTERMEDIATES, BackboneOutput, Pr
 __all__ = [
     "ATTENTION_MAPS", "INTERMEDIATES", "PRESETS", "BackboneOutput", "PretrainingOutput",
     "SingleStreamModel", "TaskOutput", "ViLBERTConfig", "ViLBERTForPretraining",
-    "ViLBERTForVLTasks", "ViLBERTModel", "convert", "losses", "preset",
+    "ViLBERTForVLTasks", "ViLBERTModel", "convert", "detection", "losses", "preset",
 ]

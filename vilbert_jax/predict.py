@@ -6,6 +6,9 @@
     predictor.rank_captions(image, ["a red cat .", "a blue bus ."])  # [(caption, score), ...]
     predictor.ground("the red cat", image)                         # Grounding(box=..., ...)
 
+Images are ``RegionFeatures`` or, with a detector (``Predictor.load(path,
+detector=PARAMS_DIR)``), image files or BGR uint8 arrays: the detector extracts their regions
+first, exactly as ``python -m vilbert_jax.detection.extract`` writes them to a feature store.
 Every method takes ``attention=True`` to also return the attention probabilities of every
 layer (``{module path: [heads, queries, keys]}``). Inputs are prepared exactly as in training
 (``data.regions.visual_inputs``: IMG token first, regions chosen by detector confidence when
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import flax
 import jax
@@ -31,6 +35,9 @@ from vilbert_jax.model.attention import ATTENTION_MAPS
 from vilbert_jax.model.inputs import MODEL_INPUTS
 from vilbert_jax.params_io import load_params
 from vilbert_jax.train.export import TASK_FILE
+
+# What the methods accept as an image: regions, an image file, or a BGR uint8 [H, W, 3] array.
+ImageInput = Union[RegionFeatures, str, os.PathLike, np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class Grounding:
@@ -49,13 +56,25 @@ def _attention_maps(state: Any) -> dict[str, np.ndarray]:
   return {path: np.asarray(maps[0])[0] for path, maps in flat.items()}
 
 
+def image_detector(params_dir: str, protocol: str = "bottom_up"
+                   ) -> Callable[[np.ndarray], RegionFeatures]:
+  """The detector saved in ``params_dir`` as a function of one BGR uint8 image (the first
+  call compiles it for the image's size bucket)."""
+  from vilbert_jax import detection  # pylint: disable=g-import-not-at-top
+  params, cfg = detection.load_detector(params_dir)
+  return lambda image: detection.extract(params, cfg, [image], protocol=protocol)[0]
+
+
 class Predictor:
   """A model and its params loaded once; answers requests one image at a time."""
 
   def __init__(self, model: Any, params: Any, tokenizer: Tokenizer, *, task: str,
                answer_vocab: Optional[Sequence[str]], max_text_len: int,
-               num_visual_tokens: int):
+               num_visual_tokens: int,
+               detector: Optional[Callable[[np.ndarray], RegionFeatures]] = None):
+    """``detector``: BGR uint8 ``[H, W, 3]`` image -> its regions, to take image files."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
+    self.detector = detector
     self.task, self.answer_vocab = task, list(answer_vocab or [])
     self.max_text_len, self.num_visual_tokens = max_text_len, num_visual_tokens
     self._apply = jax.jit(lambda params, inputs: model.apply({"params": params}, *inputs))
@@ -63,8 +82,11 @@ class Predictor:
         {"params": params}, *inputs, mutable=[ATTENTION_MAPS]))
 
   @classmethod
-  def load(cls, path: str) -> "Predictor":
-    """From a finished run's workdir (its ``export/``) or an export directory."""
+  def load(cls, path: str, detector: Optional[str] = None,
+           protocol: str = "bottom_up") -> "Predictor":
+    """From a finished run's workdir (its ``export/``) or an export directory; ``detector``:
+    a detector params directory (``python -m vilbert_jax.convert frcnn``), needed to take
+    image files, read with region selection ``protocol``."""
     directory = pathlib.Path(path).expanduser()
     if not (directory / TASK_FILE).exists():
       directory = directory / "export"
@@ -75,12 +97,41 @@ class Predictor:
     meta = json.loads((directory / TASK_FILE).read_text())
     tok = (synthetic_tokenizer() if meta["tokenizer"] == "synthetic"
            else load_tokenizer(str(directory / meta["tokenizer"])))
+    if detector is not None:
+      detector = image_detector(detector, protocol)
     return cls(spec.build(), params, tok, task=meta["task"], answer_vocab=meta["answer_vocab"],
-               max_text_len=meta["max_text_len"], num_visual_tokens=meta["num_visual_tokens"])
+               max_text_len=meta["max_text_len"], num_visual_tokens=meta["num_visual_tokens"],
+               detector=detector)
 
-  def _run(self, texts: Sequence[str], image: RegionFeatures, attention: bool):
+  def regions(self, image: ImageInput) -> RegionFeatures:
+    """The regions the model reads for ``image``: itself if it is ``RegionFeatures``, else the
+    detector's output for the image file (id: its name without suffix) or BGR uint8 array."""
+    if isinstance(image, RegionFeatures):
+      return image
+    if self.detector is None:
+      raise ValueError("this Predictor has no detector: load it with Predictor.load(path, "
+                       "detector=PARAMS_DIR) to give image files or arrays, or pass "
+                       "RegionFeatures")
+    image_id = "image"
+    if isinstance(image, (str, os.PathLike)):
+      from vilbert_jax.detection.images import load_image  # pylint: disable=g-import-not-at-top
+      image_id = pathlib.Path(image).stem
+      image = load_image(os.fspath(image)).bgr
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+      raise ValueError(f"an image array must be BGR uint8 [height, width, 3], got "
+                       f"{image.dtype} {image.shape}")
+    record = self.detector(image)
+    width = self.model.cfg.v_feature_size
+    if record.features.shape[1] != width:
+      raise ValueError(f"the detector gives {record.features.shape[1]}-wide region features, "
+                       f"this model reads {width} (v_feature_size)")
+    return dataclasses.replace(record, image_id=image_id)
+
+  def _run(self, texts: Sequence[str], image: ImageInput, attention: bool):
     """The model on one image paired with each text; returns ``(output, image_mask [R],
     boxes [R-1 at most, 4] of the kept regions, attention maps or None)``."""
+    image = self.regions(image)
     record = {"features": image.features, "boxes": image.boxes, "cls_prob": image.cls_prob,
               "image_w": image.image_w, "image_h": image.image_h}
     kept = image_regions(record, self.num_visual_tokens - 1)
@@ -97,7 +148,7 @@ class Predictor:
       out = self._apply(self.params, inputs)
     return out, batch["image_mask"][0], kept.boxes, maps
 
-  def answer(self, question: str, image: RegionFeatures, top_k: int = 5,
+  def answer(self, question: str, image: ImageInput, top_k: int = 5,
              attention: bool = False):
     """The ``top_k`` answers with their probabilities (sigmoid of the VQA logits, as the model
     was trained); with ``attention=True`` returns ``(answers, maps)``."""
@@ -109,7 +160,7 @@ class Predictor:
     answers = [(self.answer_vocab[i], float(probs[i])) for i in best]
     return (answers, maps) if attention else answers
 
-  def rank_captions(self, image: RegionFeatures, captions: Sequence[str],
+  def rank_captions(self, image: ImageInput, captions: Sequence[str],
                     attention: bool = False):
     """Captions sorted best first with their scores: the fine-tuned retrieval score for a
     retrieval model, else P(match) of the pretraining alignment head."""
@@ -122,10 +173,11 @@ class Predictor:
     ranked = [(captions[i], float(scores[i])) for i in order]
     return (ranked, maps) if attention else ranked
 
-  def ground(self, phrase: str, image: RegionFeatures, attention: bool = False) -> Grounding:
+  def ground(self, phrase: str, image: ImageInput, attention: bool = False) -> Grounding:
     """The region (IMG = whole image included) that the phrase refers to."""
     if getattr(self.model, "head_variant", None) is None:
       raise ValueError(f"this model ({self.task}) has no grounding head")
+    image = self.regions(image)
     out, image_mask, kept, maps = self._run([phrase], image, attention)
     scores = np.where(image_mask > 0, np.asarray(out.grounding_logits[0]), -np.inf)
     region = int(np.argmax(scores))

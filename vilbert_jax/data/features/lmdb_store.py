@@ -9,7 +9,9 @@ write, is used for ordering and otherwise skipped.
 """
 from __future__ import annotations
 
+import base64
 import os
+import pickle
 from typing import Iterator, List, Optional
 
 import msgpack
@@ -109,3 +111,76 @@ class LmdbFeatureStore:
   def __iter__(self) -> Iterator[RegionFeatures]:
     for image_id in self._keys:
       yield self[image_id]
+
+
+def encode_value(record: RegionFeatures) -> bytes:
+  """One record in the original repositories' layout: a pickled dict whose arrays are base64
+  strings of float32 bytes; the inverse of `decode_value`."""
+  b64 = lambda a: base64.b64encode(np.ascontiguousarray(a, np.float32).tobytes()).decode()
+  item = {"image_id": record.image_id, "image_w": record.image_w, "image_h": record.image_h,
+          "num_boxes": record.num_boxes, "boxes": b64(record.boxes),
+          "features": b64(record.features)}
+  if record.cls_prob is not None:
+    item["cls_prob"] = b64(record.cls_prob)
+  return pickle.dumps(item, protocol=4)
+
+
+class LmdbFeatureWriter:
+  """Adds records to an LMDB feature store (a folder holding data.mdb), one transaction per
+  `write`, so a killed run keeps every batch written before it.
+
+  `close` stores the pickled list of ids under `keys`, as the originals do; opening removes
+  it (it is rewritten at close), so a killed run never leaves a stale list.
+  """
+
+  def __init__(self, path: str, map_size: int = 1 << 30):
+    import lmdb  # Imported here: only LMDB users need the package.
+    self.path = path
+    os.makedirs(path, exist_ok=True)
+    self._env = lmdb.open(path, map_size=map_size, subdir=True)
+    self._map_full = lmdb.MapFullError
+    with self._env.begin(write=True) as txn:
+      txn.delete(_KEYS_KEY)
+      self._ids = [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
+    self.done_ids = set(self._ids)
+
+  def write(self, records: List[RegionFeatures]) -> None:
+    """Stores `records` in one transaction (growing the map when it is full)."""
+    items = [(r.image_id.encode(), encode_value(r)) for r in records]
+    while True:
+      try:
+        with self._env.begin(write=True) as txn:
+          for key, value in items:
+            txn.put(key, value)
+        break
+      except self._map_full:
+        self._env.set_mapsize(self._env.info()["map_size"] * 2)
+    new = [r.image_id for r in records if r.image_id not in self.done_ids]
+    self._ids += new
+    self.done_ids.update(new)
+
+  def close(self) -> None:
+    with self._env.begin(write=True) as txn:
+      txn.put(_KEYS_KEY, pickle.dumps([i.encode() for i in self._ids], protocol=4))
+    self._env.close()
+
+  def __enter__(self) -> "LmdbFeatureWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def lmdb_ids(path: str) -> List[str]:
+  """The image ids stored in the LMDB folder `path` ([] if it holds no data.mdb), read
+  without keeping the environment open (a writer may open it next in this process)."""
+  if not os.path.exists(os.path.join(path, "data.mdb")):
+    return []
+  import lmdb
+  env = lmdb.open(path, readonly=True, lock=False, subdir=True)
+  try:
+    with env.begin() as txn:
+      return [k.decode() for k in txn.cursor().iternext(keys=True, values=False)
+              if k != _KEYS_KEY]
+  finally:
+    env.close()

@@ -83,3 +83,51 @@ class NpyDirFeatureStore:
   def __iter__(self) -> Iterator[RegionFeatures]:
     for image_id in self._files:
       yield self[image_id]
+
+
+_PARTIAL = ".partial"  # Suffix of a file being written; renamed to <image_id>.npz when done.
+
+
+def encode_npz(record: RegionFeatures) -> bytes:
+  """The bytes of `<image_id>.npz` for `record`; the inverse of `decode_file`."""
+  arrays = {"features": record.features, "boxes": record.boxes,
+            "image_w": np.int64(record.image_w), "image_h": np.int64(record.image_h)}
+  if record.cls_prob is not None:
+    arrays["cls_prob"] = record.cls_prob
+  f = io.BytesIO()
+  np.savez(f, **arrays)
+  return f.getvalue()
+
+
+class NpzDirFeatureWriter:
+  """Writes one `<image_id>.npz` per record into a folder; each file appears complete or not
+  at all (written under a temporary name, then renamed), so a killed run leaves only whole
+  files. Opening removes leftover temporary files."""
+
+  def __init__(self, path: str):
+    self.path = path
+    os.makedirs(path, exist_ok=True)
+    names = os.listdir(path)
+    for name in names:
+      if name.endswith(_PARTIAL):
+        os.remove(os.path.join(path, name))
+    self.done_ids = {os.path.splitext(n)[0] for n in names if n.endswith(_SUFFIXES)}
+
+  def write(self, records: List[RegionFeatures]) -> None:
+    for record in records:
+      final = os.path.join(self.path, f"{record.image_id}.npz")
+      with open(final + _PARTIAL, "wb") as f:
+        f.write(encode_npz(record))
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(final + _PARTIAL, final)
+      self.done_ids.add(record.image_id)
+
+  def close(self) -> None:
+    pass
+
+  def __enter__(self) -> "NpzDirFeatureWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -122,3 +122,68 @@ class TsvFeatureStore:
 
   def __getitem__(self, image_id) -> RegionFeatures:
     return self.raw(image_id)()
+
+
+def complete_tsv_ids(path: str) -> List[str]:
+  """The image ids of the complete (newline-terminated) lines of `path`; [] if it is missing.
+
+  A line without its newline is what a killed writer leaves; it does not count.
+  """
+  if not os.path.exists(path):
+    return []
+  ids = []
+  with open(path, "rb") as f:
+    for line in f:
+      if line.endswith(b"\n") and line.strip():
+        ids.append(line.split(b"\t", 1)[0].decode())
+  return ids
+
+
+class TsvFeatureWriter:
+  """Appends records to a bottom-up-attention TSV file, one flushed line per image.
+
+  Opening an existing file keeps its complete lines and cuts a partial last line (a killed
+  run's), so a rerun appends after the last finished image. `done_ids` lists what is there.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+    self.done_ids = set(complete_tsv_ids(path))
+    if os.path.dirname(path):
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+    self._file = open(path, "ab")
+    self._file.truncate(_complete_length(path))
+    self._file.seek(0, os.SEEK_END)
+
+  def write(self, records: List[RegionFeatures]) -> None:
+    """Appends `records`; they are on disk when this returns."""
+    self._file.write(b"".join(encode_tsv_line(r) for r in records))
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    self.done_ids.update(r.image_id for r in records)
+
+  def close(self) -> None:
+    self._file.close()
+
+  def __enter__(self) -> "TsvFeatureWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _complete_length(path: str) -> int:
+  """Bytes of `path` up to and including its last newline."""
+  with open(path, "rb") as f:
+    f.seek(0, os.SEEK_END)
+    end = f.tell()
+    block = 1 << 16
+    while end > 0:
+      start = max(0, end - block)
+      f.seek(start)
+      chunk = f.read(end - start)
+      newline = chunk.rfind(b"\n")
+      if newline >= 0:
+        return start + newline + 1
+      end = start
+  return 0
