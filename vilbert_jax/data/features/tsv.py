@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 
 from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
-                                               make_record)
+                                               duplicate_id_error, make_record)
 
 _MIN_COLUMNS = 6  # image_id, image_w, image_h, num_boxes, boxes, features
 _MAX_COLUMNS = 7  # ... cls_prob
@@ -59,6 +59,10 @@ def encode_tsv_line(record: RegionFeatures) -> bytes:
   return b"\t".join(cols) + b"\n"
 
 
+def _place(path: str, row: int) -> str:
+  return f"{os.path.basename(path)} row {row}"
+
+
 class TsvFeatureStore:
   """Reads one or more bottom-up-attention TSV files (a file or a folder of `*.tsv`)."""
 
@@ -84,7 +88,11 @@ class TsvFeatureStore:
         for line in f:
           row += 1
           if line.strip():
-            index[line.split(b"\t", 1)[0].decode()] = (path, row, offset)
+            image_id = line.split(b"\t", 1)[0].decode(errors="replace")
+            if image_id in index:
+              raise duplicate_id_error(image_id, _place(*index[image_id][:2]),
+                                       _place(path, row))
+            index[image_id] = (path, row, offset)
           offset += len(line)
     return index
 
