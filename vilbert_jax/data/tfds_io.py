@@ -264,8 +264,11 @@ class SplitData:
 
 
 def dataset_dir(name: str, data_dir: str) -> str:
-  """Folder of the newest built version of `name` ("dataset" or "dataset/config")."""
+  """Folder of the newest built version of `name` ("dataset" or "dataset/config"; as in TFDS,
+  a name without a config means the builder's default config, "default" for ours)."""
   base = epath.Path(data_dir) / name
+  if "/" not in name and (base / "default").is_dir():
+    base = base / "default"
   versions = sorted((p for p in base.iterdir() if (p / "dataset_info.json").exists()),
                     key=lambda p: tfds.core.Version(p.name)) if base.exists() else []
   if not versions:
