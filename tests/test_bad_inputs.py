@@ -119,8 +119,8 @@ def test_feature_class_that_tfds_would_import_is_refused(built, tmp_path, monkey
   spec = json.loads(features.read_text())
   spec["featuresDict"]["features"]["boxes"]["pythonClassName"] = "dataset_feature_payload.Box"
   features.write_text(json.dumps(spec))
-  with pytest.raises(tfds_io.UnsafeDatasetError,
-                     match=r"features.json names feature classes \['dataset_feature_payload.Box'\]"):
+  message = r"features.json names feature classes \['dataset_feature_payload.Box'\]"
+  with pytest.raises(tfds_io.UnsafeDatasetError, match=message):
     tfds_io.open_split(name, data_dir, "train")
   with pytest.raises(tfds_io.UnsafeDatasetError):
     data_inspect.main(["dataset", name, "--data_dir", data_dir])
