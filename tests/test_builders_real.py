@@ -7,28 +7,22 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_fixtures import random_record
+from data_fixtures import (random_record, vqa_annotation, vqa_question, write_json, write_tsv,
+                           write_vqa_json)
 from tfds_builders.build import main as build_main
 from vilbert_jax.data import tasks, tfds_io
 from vilbert_jax.data.build import build_dataset
-from vilbert_jax.data.features import FeatureStoreError, encode_tsv_line
+from vilbert_jax.data.features import FeatureStoreError
 from vilbert_jax.data.tokenizer import synthetic_tokenizer
 
 D, C = 8, 5  # tiny feature width and class count
 
 
 def _tsv(path, ids, seed=0, **kw):
-  rng = np.random.default_rng(seed)
-  recs = [random_record(rng, str(i), feature_dim=D, num_classes=C, **kw) for i in ids]
-  with open(path, "wb") as f:
-    for r in recs:
-      f.write(encode_tsv_line(r))
-  return {r.image_id: r for r in recs}
+  return write_tsv(path, ids, seed, feature_dim=D, num_classes=C, **kw)
 
 
-def _json(path, value):
-  with open(path, "w") as f:
-    json.dump(value, f)
+_json = write_json
 
 
 def _build(name, tmp_path, manual, **kw):
@@ -84,26 +78,15 @@ def test_bad_feature_row_names_file_and_row(tmp_path):
 
 
 def _vqa_files(manual):
-  def q(qid, image, text):
-    return {"question_id": qid, "image_id": image, "question": text}
-
-  def a(qid, image, answers):
-    answer_type = {"two": "number", "yes": "yes/no"}.get(answers[0], "other")
-    return {"question_id": qid, "image_id": image, "multiple_choice_answer": answers[0],
-            "answer_type": answer_type,
-            "answers": [{"answer": x, "answer_id": i + 1} for i, x in enumerate(answers)]}
+  q, a = vqa_question, vqa_annotation
   ten = lambda main, other, n_main: [main] * n_main + [other] * (10 - n_main)
-  _json(manual / "v2_OpenEnded_mscoco_train2014_questions.json",
-        {"questions": [q(1, 100, "What color?"), q(2, 100, "How many?"), q(3, 101, "Is it?")]})
-  _json(manual / "v2_mscoco_train2014_annotations.json", {"annotations": [
-      a(1, 100, ten("Red", "blue", 8)), a(2, 100, ten("two", "3", 7)),
-      a(3, 101, ten("yes", "no", 10))]})
-  _json(manual / "v2_OpenEnded_mscoco_val2014_questions.json",
-        {"questions": [q(4, 102, "What?"), q(5, 103, "Where?")]})
-  _json(manual / "v2_mscoco_val2014_annotations.json", {"annotations": [
-      a(4, 102, ten("red", "yes", 9)), a(5, 103, ten("yes", "no", 6))]})
-  _json(manual / "v2_OpenEnded_mscoco_test-dev2015_questions.json",
-        {"questions": [q(6, 200, "Why?")]})
+  write_vqa_json(manual, "train2014", [q(1, 100, "What color?"), q(2, 100, "How many?"),
+                                       q(3, 101, "Is it?")],
+                 [a(1, 100, ten("Red", "blue", 8)), a(2, 100, ten("two", "3", 7)),
+                  a(3, 101, ten("yes", "no", 10))])
+  write_vqa_json(manual, "val2014", [q(4, 102, "What?"), q(5, 103, "Where?")],
+                 [a(4, 102, ten("red", "yes", 9)), a(5, 103, ten("yes", "no", 6))])
+  write_vqa_json(manual, "test-dev2015", [q(6, 200, "Why?")])
 
 
 def test_vqa2_splits_answers_and_soft_scores(tmp_path):

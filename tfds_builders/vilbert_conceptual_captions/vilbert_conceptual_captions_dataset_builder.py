@@ -75,8 +75,8 @@ class Builder(RegionDatasetBuilder):
 
   def _generate_examples(self, captions_path: str, manual_dir: str, store: str):
     captions = read_captions(captions_path)
-    for key, (image_id, image) in enumerate(self.images(manual_dir, store, captions)):
-      example = records.image_example(image, self.builder_config,
-                                      self.builder_config.cls_prob_width)
+    width = self.builder_config.cls_prob_width
+    for key, (image_id, image) in enumerate(self.images(manual_dir, store, captions, width)):
+      example = records.image_example(image, self.builder_config, width)
       example["captions"] = captions[image_id]
       yield key, example

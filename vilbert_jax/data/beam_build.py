@@ -258,14 +258,15 @@ def _with_image(example: Dict, builder, stores: Dict) -> Dict:
     if deferred.store not in stores:
       stores[deferred.store] = open_feature_store(deferred.store, config.feature_dim)
     raw = stores[deferred.store].raw(deferred.image_id)
-  try:
+  try:  # bad rows are skippable and named as in store_reader.images
     image = raw()
-  except FeatureStoreError as e:  # skippable, as in store_reader.images
+  except FeatureStoreError as e:
     raise _BadRow(e, skippable=True) from e
-  try:
-    image_part = records.image_example(image, config, cls_prob_width)
-  except FeatureStoreError as e:  # e.g. no cls_prob: stops the build even when skipping
-    raise _BadRow(e, skippable=False) from e
+  problem = records.storage_problem(image, config, cls_prob_width)
+  if problem is not None:
+    raise _BadRow(FeatureStoreError(f"{raw.where} (image_id {image.image_id}): {problem}"),
+                  skippable=True)
+  image_part = records.image_example(image, config, cls_prob_width)
   return {**image_part, **{k: v for k, v in example.items() if k != records.DEFERRED_IMAGE}}
 
 

@@ -1,12 +1,13 @@
 """What the TFDS builders over region-feature stores share: options, skips, input lookup."""
 from __future__ import annotations
 
+import functools
 import os
 from typing import Iterable, Iterator, Optional, Tuple
 
 import tensorflow_datasets as tfds
 
-from vilbert_jax.data import store_reader
+from vilbert_jax.data import records, store_reader
 from vilbert_jax.data.features import FeatureStore, RegionFeatures, open_feature_store
 
 
@@ -49,17 +50,22 @@ class RegionDatasetBuilder(tfds.core.GeneratorBasedBuilder):
     self.info.metadata["skipped_rows"] = self.skips.skipped
     return os.fspath(manual_dir)
 
-  def images(self, manual_dir: str, stem: str, image_ids: Iterable[str], decoded: bool = False
+  def images(self, manual_dir: str, stem: str, image_ids: Iterable[str],
+             cls_prob_width: Optional[int] = None, decoded: bool = False
              ) -> Iterator[Tuple[str, RegionFeatures]]:
     """(image_id, record) of each id from the store `stem`, honouring skips and workers.
 
-    While a Beam build plans (`defer_decoding`), records are `records.DeferredImage`s that
-    its workers decode, unless `decoded` (a pass that reads the features themselves).
+    Records this dataset cannot store (`records.storage_problem`: a missing or wrong-width
+    `cls_prob` when `cls_prob_width` is given, float16 overflow) are bad rows too. While a Beam
+    build plans (`defer_decoding`), records are `records.DeferredImage`s that its workers
+    decode and check, unless `decoded` (a pass that reads the features themselves).
     """
     store = self.open_store(manual_dir, stem)
     if self.defer_decoding and not decoded:
       return store_reader.deferred(store, _store_path(manual_dir, stem), image_ids, self.skips)
-    return store_reader.images(store, image_ids, self.skips, self.num_workers)
+    check = functools.partial(records.storage_problem, config=self.builder_config,
+                              cls_prob_width=cls_prob_width)
+    return store_reader.images(store, image_ids, self.skips, self.num_workers, check)
 
   def open_store(self, manual_dir: str, stem: str) -> FeatureStore:
     """The feature store `manual_dir/stem(.tsv|.lmdb|/)`, opened once per build."""

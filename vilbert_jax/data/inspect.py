@@ -23,7 +23,11 @@ def check_store(path: str, feature_dim: Optional[int] = None,
                 limit: Optional[int] = None) -> List[str]:
   """Decodes the records of a store; prints a summary and returns the bad rows' messages."""
   store = open_feature_store(path, feature_dim)
-  image_ids = store.keys()[:limit]
+  try:
+    image_ids = store.keys()[:limit]
+  except FeatureStoreError as e:  # e.g. an image id stored twice: the store cannot be used
+    print(f"{path}: {type(store).__name__}, unusable\n  bad: {e}")
+    return [str(e)]
   bad, boxes, widths, with_probs = [], [], set(), 0
   for image_id in image_ids:
     try:

@@ -18,6 +18,7 @@ from vilbert_jax.data.features import FeatureStoreError, RegionFeatures
 
 NUM_ANSWERS = 10  # human answers per VQA question, stored flat: question k owns [10k, 10k+10)
 NUM_OPTIONS = 4  # multiple-choice options per VCR item, stored flat the same way
+_FLOAT16_MAX = float(np.finfo(np.float16).max)  # 65504
 
 # task -> list field whose entries are the task's items.
 ITEM_FIELDS = {
@@ -76,6 +77,31 @@ class DeferredImage:
   tsv_line: Optional[Tuple[str, int, int]] = None
 
 
+def storage_problem(record: RegionFeatures, config: RegionBuilderConfig,
+                    cls_prob_width: Optional[int] = None) -> Optional[str]:
+  """What keeps `record` from being stored under `config`, or None if nothing does.
+
+  Args:
+    cls_prob_width: the class-distribution width the dataset stores, or None if it stores none.
+  """
+  if cls_prob_width is not None:
+    if record.cls_prob is None:
+      return "the store has no cls_prob, which this dataset needs (masked-region targets)"
+    if record.cls_prob.shape[1] != cls_prob_width:
+      return (f"cls_prob has {record.cls_prob.shape[1]} classes, the dataset config expects "
+              f"{cls_prob_width} (--cls_prob_width)")
+  if config.float16:
+    arrays = {"features": record.features}
+    if cls_prob_width is not None:
+      arrays["cls_prob"] = record.cls_prob
+    for name, values in arrays.items():
+      peak = float(np.abs(values).max())
+      if peak > _FLOAT16_MAX:
+        return (f"{name} holds {peak:.4g}, beyond float16's largest value {_FLOAT16_MAX:g} "
+                "(it would be stored as inf); build without --float16")
+  return None
+
+
 def image_example(record: RegionFeatures, config: RegionBuilderConfig,
                   cls_prob_width: Optional[int] = None) -> Dict:
   """The image part of a record, in the dtypes of `image_feature_spec`.
@@ -83,19 +109,20 @@ def image_example(record: RegionFeatures, config: RegionBuilderConfig,
   Args:
     record: the image; a `DeferredImage` gives a placeholder a Beam worker replaces.
     cls_prob_width: the class-distribution width to store, or None to store none.
+
+  Raises:
+    FeatureStoreError: if `storage_problem` finds one (builders check records earlier, where
+      the file and row are known: `RegionDatasetBuilder.images`).
   """
   if isinstance(record, DeferredImage):
     return {DEFERRED_IMAGE: (record, cls_prob_width)}
+  problem = storage_problem(record, config, cls_prob_width)
+  if problem is not None:
+    raise FeatureStoreError(f"image_id {record.image_id}: {problem}")
   dtype = np.float16 if config.float16 else np.float32
   out = {"image_id": record.image_id, "image_w": record.image_w, "image_h": record.image_h,
          "features": record.features.astype(dtype), "boxes": record.boxes.astype(np.float32)}
   if cls_prob_width is not None:
-    if record.cls_prob is None:
-      raise FeatureStoreError(f"image_id {record.image_id}: the store has no cls_prob, which "
-                              "this dataset needs (masked-region targets)")
-    if record.cls_prob.shape[1] != cls_prob_width:
-      raise FeatureStoreError(f"image_id {record.image_id}: cls_prob has {record.cls_prob.shape[1]}"
-                              f" classes, the dataset config expects {cls_prob_width}")
     out["cls_prob"] = record.cls_prob.astype(dtype)
   return out
 

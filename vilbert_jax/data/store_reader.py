@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import multiprocessing
-from typing import Iterable, Iterator, List, Tuple
+from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 from vilbert_jax.data.features import (FeatureStoreError, RawRecord, RegionFeatures,
                                        TsvFeatureStore)
@@ -18,13 +18,17 @@ class SkipLog:
   skipped: List[str] = dataclasses.field(default_factory=list)
 
 
-def images(store, image_ids: Iterable[str], skips: SkipLog,
-           num_workers: int = 0) -> Iterator[Tuple[str, RegionFeatures]]:
+def images(store, image_ids: Iterable[str], skips: SkipLog, num_workers: int = 0,
+           check: Optional[Callable[[RegionFeatures], Optional[str]]] = None
+           ) -> Iterator[Tuple[str, RegionFeatures]]:
   """Yields (image_id, record) from `store` in the order of `image_ids`.
 
   Bad or missing images raise unless `skips.allowed` (then they are logged and left out).
-  With `num_workers` > 1, records are decoded (base64, unpickling, checks) in that many
-  processes while this one reads raw bytes and consumes the results.
+  `check(record)` returns what makes a decoded record unusable for this dataset (e.g. a
+  `cls_prob` of the wrong width), or None; such a record is a bad row like the others, named
+  by file, row/key and image id. With `num_workers` > 1, records are decoded (base64,
+  unpickling, checks) in that many processes while this one reads raw bytes and consumes the
+  results.
   """
   def raws():
     for image_id in image_ids:
@@ -36,8 +40,11 @@ def images(store, image_ids: Iterable[str], skips: SkipLog,
         skips.skipped.append(str(e.args[0]))
 
   decoded = (_decode_in_pool(raws(), num_workers) if num_workers > 1
-             else ((image_id, _decode(raw)) for image_id, raw in raws()))
-  for image_id, result in decoded:
+             else ((image_id, raw.where, _decode(raw)) for image_id, raw in raws()))
+  for image_id, where, result in decoded:
+    problem = None if isinstance(result, FeatureStoreError) or check is None else check(result)
+    if problem is not None:
+      result = FeatureStoreError(f"{where} (image_id {result.image_id}): {problem}")
     if isinstance(result, FeatureStoreError):
       if not skips.allowed:
         raise result
@@ -84,7 +91,8 @@ def _decode_in_pool(pairs: Iterator[Tuple[str, RawRecord]], num_workers: int):
       chunk = list(itertools.islice(pairs, window))
       submitted = pool.map_async(_decode, [raw for _, raw in chunk], chunksize=4)
       if pending is not None:
-        yield from zip(pending_ids, pending.get())
+        yield from ((image_id, where, result)
+                    for (image_id, where), result in zip(pending_ids, pending.get()))
       if not chunk:
         return
-      pending, pending_ids = submitted, [image_id for image_id, _ in chunk]
+      pending, pending_ids = submitted, [(image_id, raw.where) for image_id, raw in chunk]

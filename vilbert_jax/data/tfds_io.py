@@ -173,6 +173,96 @@ def _write_split(generator, writer: RecordSerializer, template):
   return paths, lengths, total, counts
 
 
+class CorruptRecordError(RuntimeError):
+  """A record of a built dataset cannot be read: its array_record file is truncated or
+  corrupted. The message names the file and the record; delete the dataset folder and build
+  it again."""
+
+
+class UnsafeDatasetError(ValueError):
+  """A dataset folder's features.json names a feature class that TFDS would import."""
+
+
+class CheckedRecords:
+  """Random access to a split's records that names the shard file of a record it cannot read.
+
+  Attributes:
+    source: `source[i]` -> decoded record i (a TFDS data source).
+    shards: (file path, number of records) of each shard, in record order.
+    label: "<dataset>/<config>:<split>" for messages.
+  """
+
+  def __init__(self, source, shards, label: str):
+    self.source = source
+    self.shards = list(shards)
+    self.label = label
+    self._ends = np.cumsum([n for _, n in self.shards])
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def where(self, index: int) -> str:
+    shard = int(np.searchsorted(self._ends, index, side="right"))
+    path, _ = self.shards[shard]
+    first = int(self._ends[shard - 1]) if shard else 0
+    return f"{path} record {index - first}"
+
+  def __getitem__(self, index: int):
+    try:
+      return self.source[index]
+    except Exception as e:  # The readers raise RuntimeError, ValueError, ... on bad bytes.
+      raise CorruptRecordError(
+          f"{self.label} record {index} ({self.where(index)}) cannot be read, the file is "
+          f"truncated or corrupted: {type(e).__name__}: {e}. Delete "
+          f"{os.path.dirname(self.shards[0][0])} and build the dataset again") from e
+
+  def check_shard_ends(self) -> None:
+    """Reads the last record of every shard: a truncated file fails here, at open."""
+    end = 0
+    for _, n in self.shards:
+      end += n
+      if n:
+        self[end - 1]
+
+
+def feature_class_names(value) -> list:
+  """Every feature class a features.json names (`pythonClassName`, legacy `type`)."""
+  names = []
+  if isinstance(value, dict):
+    if isinstance(value.get("pythonClassName"), str):
+      names.append(value["pythonClassName"])
+    if isinstance(value.get("type"), str) and "content" in value:
+      names.append(value["type"])
+    for child in value.values():
+      names += feature_class_names(child)
+  elif isinstance(value, list):
+    for child in value:
+      names += feature_class_names(child)
+  return names
+
+
+def check_feature_classes(folder: str) -> None:
+  """Refuses a dataset whose features.json names a class outside TFDS's own feature classes.
+
+  TFDS imports the module of any feature class it does not know, so opening a dataset folder
+  from elsewhere could run that module's code. Raises `UnsafeDatasetError` naming the file and
+  the classes.
+  """
+  path = os.path.join(folder, "features.json")
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    names = feature_class_names(json.load(f))
+  known = tfds.features.FeatureConnector._registered_features  # pylint: disable=protected-access
+  unknown = sorted({n for n in names
+                    if n not in known or not n.startswith("tensorflow_datasets.core.features.")})
+  if unknown:
+    raise UnsafeDatasetError(
+        f"{path} names feature classes {unknown}, which are not TFDS's own: opening the "
+        "dataset would import their modules (code from whoever made the folder), so it is "
+        "refused. Rebuild the dataset with tfds_builders")
+
+
 class ItemIndex:
   """Maps a flat item index of one task to (record index, item within the record)."""
 
@@ -227,8 +317,11 @@ class SplitData:
 
 
 def dataset_dir(name: str, data_dir: str) -> str:
-  """Folder of the newest built version of `name` ("dataset" or "dataset/config")."""
+  """Folder of the newest built version of `name` ("dataset" or "dataset/config"; as in TFDS,
+  a name without a config means the builder's default config, "default" for ours)."""
   base = epath.Path(data_dir) / name
+  if "/" not in name and (base / "default").is_dir():
+    base = base / "default"
   versions = sorted((p for p in base.iterdir() if (p / "dataset_info.json").exists()),
                     key=lambda p: tfds.core.Version(p.name)) if base.exists() else []
   if not versions:
@@ -238,14 +331,26 @@ def dataset_dir(name: str, data_dir: str) -> str:
 
 
 def open_split(name: str, data_dir: str, split: str) -> SplitData:
-  """Opens a built split for random access (no TensorFlow)."""
-  builder = tfds.builder_from_directory(dataset_dir(name, data_dir))
+  """Opens a built split for random access (no TensorFlow).
+
+  Raises:
+    UnsafeDatasetError: if its features.json names a feature class TFDS would import.
+    CorruptRecordError: if a shard file is truncated (its last record cannot be read); later
+      reads of a corrupted record raise it too, naming the file and record.
+  """
+  folder = dataset_dir(name, data_dir)
+  check_feature_classes(folder)
+  builder = tfds.builder_from_directory(folder)
   if split not in builder.info.splits:
     raise KeyError(f"{name} under {data_dir} has no split {split!r}; it has "
                    f"{sorted(builder.info.splits)}")
   metadata = dict(builder.info.metadata or {})
   label = f"{name}:{split}"
-  records_source = builder.as_data_source(split=split)
+  split_info = builder.info.splits[split]
+  records_source = CheckedRecords(builder.as_data_source(split=split),
+                                  zip(map(os.fspath, split_info.filepaths),
+                                      split_info.shard_lengths), label)
+  records_source.check_shard_ends()
   counts = metadata.get("item_counts", {}).get(split)
   if counts is None:  # Built by TFDS's own download_and_prepare: count by reading records.
     logging.warning("%s has no item counts in its metadata; reading all %d records to count "
@@ -257,5 +362,9 @@ def open_split(name: str, data_dir: str, split: str) -> SplitData:
   items = {task: ItemIndex(np.asarray(c, np.int64), f"{label} ({task})")
            for task, c in counts.items() if sum(c)}
   side_file = captions_path(builder.data_dir, builder.name, split)
-  captions = grain.ArrayRecordDataSource([side_file]) if os.path.exists(side_file) else None
+  captions = None
+  if os.path.exists(side_file):
+    side = grain.ArrayRecordDataSource([side_file])
+    captions = CheckedRecords(side, [(side_file, len(side))], f"{label} captions")
+    captions.check_shard_ends()
   return SplitData(records_source, items, metadata, label, captions)

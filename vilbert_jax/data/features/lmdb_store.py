@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 
 from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
-                                               make_record)
+                                               duplicate_id_error, make_record)
 from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
 from vilbert_jax.data.features.tsv import decode_b64_floats
 
@@ -31,17 +31,26 @@ def _is_pickle(value: bytes) -> bool:
   return len(value) > 1 and value[0] == 0x80 and 2 <= value[1] <= 5
 
 
-def _floats(where: str, name: str, value) -> Optional[np.ndarray]:
+def _floats(where: str, name: str, value):
+  """The array of field `name` (msgpack-numpy map, base64 string/bytes, or anything
+  `make_record` checks itself); errors name `where` (key and image id) and the field."""
   if value is None:
     return None
   if isinstance(value, dict) and (b"nd" in value or "nd" in value):  # msgpack-numpy
     get = lambda k: value.get(k, value.get(k.encode()))
-    dtype = get("type")
+    dtype, shape, data = get("type"), get("shape"), get("data")
     dtype = dtype.decode() if isinstance(dtype, bytes) else dtype
-    return np.frombuffer(get("data"), dtype=np.dtype(dtype)).astype(np.float32)
+    try:
+      array = np.frombuffer(data, dtype=np.dtype(dtype))
+      if shape is not None:
+        array = array.reshape(shape)
+    except (TypeError, ValueError) as e:
+      raise FeatureStoreError(f"{where}: {name} is not a valid msgpack-numpy array (type "
+                              f"{dtype!r}, shape {shape}): {e}") from e
+    return array
   if isinstance(value, (bytes, str)):
     return decode_b64_floats(where, name, value.encode() if isinstance(value, str) else value)
-  return np.asarray(value, dtype=np.float32)
+  return value
 
 
 def decode_value(where: str, value: bytes, feature_dim: Optional[int] = None) -> RegionFeatures:
@@ -83,6 +92,13 @@ class LmdbFeatureStore:
       if keys_value is not None:
         self._keys = [k.decode() if isinstance(k, bytes) else str(k)
                       for k in safe_loads(keys_value)]
+        seen = set()
+        for i, key in enumerate(self._keys):
+          if key in seen:
+            name = os.path.basename(path)
+            raise duplicate_id_error(key, f"{name} 'keys' entry {self._keys.index(key)}",
+                                     f"{name} 'keys' entry {i}")
+          seen.add(key)
       else:
         self._keys = [k.decode() for k in txn.cursor().iternext(keys=True, values=False)]
 

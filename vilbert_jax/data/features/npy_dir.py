@@ -13,7 +13,7 @@ from typing import Iterator, List, Optional
 import numpy as np
 
 from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
-                                               make_record)
+                                               duplicate_id_error, make_record)
 from vilbert_jax.data.features.safe_pickle import UnsafePickleError, safe_loads
 
 _SUFFIXES = (".npz", ".npy")
@@ -58,7 +58,12 @@ class NpyDirFeatureStore:
     self.path = path
     self.feature_dim = feature_dim
     names = sorted(n for n in os.listdir(path) if n.endswith(_SUFFIXES))
-    self._files = {os.path.splitext(n)[0]: n for n in names}
+    self._files = {}
+    for name in names:
+      image_id = os.path.splitext(name)[0]
+      if image_id in self._files:
+        raise duplicate_id_error(image_id, self._files[image_id], name)
+      self._files[image_id] = name
 
   def keys(self) -> List[str]:
     return list(self._files)

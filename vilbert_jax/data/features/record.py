@@ -56,6 +56,16 @@ class RawRecord:
     return self.decode(self.where, self.payload, self.feature_dim)
 
 
+def duplicate_id_error(image_id: str, first: str, second: str) -> FeatureStoreError:
+  """The error for an image id stored twice in one store (`first`, `second`: file row/key).
+
+  Never skipped: which of the two records is right cannot be told.
+  """
+  return FeatureStoreError(
+      f"{second} (image_id {image_id}): duplicate image id, also at {first}; a store must hold "
+      "each image once (remove one of them)")
+
+
 def make_record(where: str, image_id, image_w, image_h, num_boxes, boxes, features,
                 cls_prob=None, feature_dim: Optional[int] = None) -> RegionFeatures:
   """Builds a checked `RegionFeatures` from flat or shaped arrays.
@@ -88,8 +98,14 @@ def make_record(where: str, image_id, image_w, image_h, num_boxes, boxes, featur
 
 
 def _shaped(where: str, name: str, values, num_boxes: int, width: Optional[int]) -> np.ndarray:
-  """Reshapes `values` to [num_boxes, width] float32, checking size and finiteness."""
-  values = np.asarray(values, dtype=np.float32)
+  """Reshapes `values` to [num_boxes, width] float32, checking type, size and finiteness."""
+  try:
+    array = np.asarray(values)
+  except ValueError as e:  # ragged nested lists
+    raise FeatureStoreError(f"{where}: {name} is not a rectangular array: {e}") from e
+  if array.dtype.kind not in "fiu":
+    raise FeatureStoreError(f"{where}: {name} holds {array.dtype} values, not numbers")
+  values = array.astype(np.float32, copy=False)
   if values.ndim == 2 and values.shape[0] != num_boxes:
     raise FeatureStoreError(
         f"{where}: {name} has {values.shape[0]} rows but num_boxes is {num_boxes}")
@@ -103,3 +119,4 @@ def _shaped(where: str, name: str, values, num_boxes: int, width: Optional[int])
   if not np.all(np.isfinite(values)):
     raise FeatureStoreError(f"{where}: {name} contains NaN or Inf")
   return values.reshape(num_boxes, size // num_boxes)
+

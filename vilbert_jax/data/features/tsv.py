@@ -14,7 +14,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from vilbert_jax.data.features.record import (FeatureStoreError, RawRecord, RegionFeatures,
-                                               make_record)
+                                               duplicate_id_error, make_record)
 
 _MIN_COLUMNS = 6  # image_id, image_w, image_h, num_boxes, boxes, features
 _MAX_COLUMNS = 7  # ... cls_prob
@@ -59,12 +59,16 @@ def encode_tsv_line(record: RegionFeatures) -> bytes:
   return b"\t".join(cols) + b"\n"
 
 
+def _place(path: str, row: int) -> str:
+  return f"{os.path.basename(path)} row {row}"
+
+
 def read_line(path: str, row: int, offset: int, feature_dim: Optional[int] = None) -> RawRecord:
   """The undecoded line at byte `offset` (row `row`) of TSV file `path`."""
   with open(path, "rb") as f:
     f.seek(offset)
     line = f.readline()
-  return RawRecord(parse_tsv_line, f"{os.path.basename(path)} row {row}", line, feature_dim)
+  return RawRecord(parse_tsv_line, _place(path, row), line, feature_dim)
 
 
 class TsvFeatureStore:
@@ -92,7 +96,11 @@ class TsvFeatureStore:
         for line in f:
           row += 1
           if line.strip():
-            index[line.split(b"\t", 1)[0].decode()] = (path, row, offset)
+            image_id = line.split(b"\t", 1)[0].decode(errors="replace")
+            if image_id in index:
+              raise duplicate_id_error(image_id, _place(*index[image_id][:2]),
+                                       _place(path, row))
+            index[image_id] = (path, row, offset)
           offset += len(line)
     return index
 
