@@ -2,6 +2,9 @@
 the full-size listing, and the places that read the text length (retrieval prefix, errors)."""
 
 import json
+import pathlib
+import re
+import shlex
 
 import jax
 import numpy as np
@@ -9,6 +12,17 @@ import pytest
 
 import vilbert_jax as vj
 from reference import FIXTURES, model_inputs, reference, relative_error, small_config
+from train_utils import launch, tiny_task_config
+from vilbert_jax import tasks
+from vilbert_jax.convert.__main__ import main as convert_main
+from vilbert_jax.data.features import RegionFeatures
+from vilbert_jax.data.pipeline import image_regions
+from vilbert_jax.data.regions import visual_inputs
+from vilbert_jax.model.inputs import MODEL_INPUTS
+from vilbert_jax.params_io import load_spec
+from vilbert_jax.predict import Predictor
+from vilbert_jax.train.export import TASK_FILE
+from vilbert_jax.train.initialization import overlay_params
 from vilbert_jax.config import NUM_TASK_TOKENS
 from vilbert_jax.convert.mapping import (TASK_EMBEDDINGS_KEY, unused_coattention_keys,
                                          vilbert_rules)
@@ -190,3 +204,156 @@ def test_retrieval_scoring_from_the_text_prefix_keeps_the_task_token(released):
   want = jax.jit(lambda p, *a: model.apply({"params": p}, *a, task_ids=np.full(16, 8)))(
       params, *pairs).retrieval_score.reshape(4, 4)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- tasks
+class _RecordingModel:
+  """Stands in for a task model: records the task ids each call receives."""
+
+  def __init__(self, task_specific_tokens=True):
+    self.cfg = small_config(task_specific_tokens=task_specific_tokens)
+    self.calls = []
+
+  def apply(self, variables, *inputs, **kwargs):
+    self.calls.append(kwargs.get("task_ids"))
+    return inputs[0].shape[0]
+
+
+def _task(name, **task_config):
+  config = tiny_task_config(name, "/nonexistent")
+  config.task.update(task_config)
+  return tasks.TASKS[name](config, {"answer_vocab": ["yes", "no"]})
+
+
+def _batch(*options):
+  """Model inputs of 2 examples with ``options`` text options each (none: plain ``[2, T]``)."""
+  text = (2, *options, 5)
+  return {"input_ids": np.ones(text, np.int32), "token_type_ids": np.zeros(text, np.int32),
+          "attention_mask": np.ones(text, np.int32), "image_feat": np.zeros((2, 3, 32)),
+          "image_loc": np.zeros((2, 3, 5)), "image_mask": np.ones((2, 3), np.int32)}
+
+
+@pytest.mark.parametrize("name,options,want", [
+    ("vqa", (), [1, 1]),
+    ("refcoco_plus", (), [10, 10]),
+    ("retrieval", (4,), [8] * 8),  # Flickr30k; 4 pairs per example, flattened.
+    ("vcr", (8,), ([5] * 4 + [6] * 4) * 2),  # Q->A pairs, then QA->R pairs, per example.
+])
+def test_each_task_passes_its_original_id_per_flattened_pair(name, options, want):
+  model = _RecordingModel()
+  task = _task(name)
+  assert task.forward(model, {}, _batch(*options), None) == len(want)
+  np.testing.assert_array_equal(model.calls[-1], want)
+
+
+def test_task_ids_come_from_the_config_or_the_batch():
+  model = _RecordingModel()
+  _task("retrieval", task_id=7).forward(model, {}, _batch(4), None)  # COCO retrieval
+  np.testing.assert_array_equal(model.calls[-1], [7] * 8)
+  _task("vcr", task_id=3, rationale_task_id=4).forward(model, {}, _batch(8), None)
+  np.testing.assert_array_equal(model.calls[-1], ([3] * 4 + [4] * 4) * 2)
+  batch = {**_batch(4), "task_ids": np.array([[1, 2, 3, 4], [5, 6, 7, 8]])}
+  _task("retrieval").forward(model, {}, batch, None)
+  np.testing.assert_array_equal(model.calls[-1], np.arange(1, 9))
+  plain = _RecordingModel(task_specific_tokens=False)
+  _task("vqa").forward(plain, {}, _batch(), None)
+  assert plain.calls == [None]
+
+
+def test_bad_or_missing_task_ids_are_named():
+  with pytest.raises(ValueError, match="task_id=20 is not a task-token row"):
+    _task("vqa", task_id=20).forward(_RecordingModel(), {}, _batch(), None)
+  with pytest.raises(ValueError, match="rationale_task_id=25"):
+    _task("vcr", rationale_task_id=25).forward(_RecordingModel(), {}, _batch(8), None)
+  with pytest.raises(ValueError, match="'zeroshot_retrieval' has no 12-in-1 task id"):
+    _task("zeroshot_retrieval").configured_task_id  # pylint: disable=expression-not-assigned
+
+
+# ----------------------------------------------------------------------------- released model
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  """The reference checkpoint through the converter CLI, as the README converts the released
+  multi-task model (``multi_task_model.bin`` -> ``/ckpt/12in1``)."""
+  out = tmp_path_factory.mktemp("converted") / "12in1"
+  assert convert_main(["original", "--checkpoint", str(FIXTURES / f"{NAME}.npz"),
+                       "--config", str(FIXTURES / "original_small_config.json"),
+                       "--output", str(out)]) == 0
+  assert load_spec(out).config.task_specific_tokens
+  return out
+
+
+def test_predictor_reads_with_the_named_tasks_token(converted):
+  """A hand-written ``task.json`` next to the converted params makes it a Predictor export."""
+  (converted / TASK_FILE).write_text(json.dumps({
+      "task": "refcoco_plus", "answer_vocab": None, "tokenizer": "synthetic",
+      "max_text_len": 12, "num_visual_tokens": 7, "task_id": None}))
+  rng = np.random.default_rng(0)
+  boxes = np.sort(rng.uniform(0, 90, (5, 4)).astype(np.float32), axis=1)
+  image = RegionFeatures("x", rng.normal(size=(5, 32)).astype(np.float32), boxes, 100, 100)
+  own = Predictor.load(str(converted))
+  assert own.task_id == 10  # refcoco_plus, from the task's own id
+  as_vqa = Predictor.load(str(converted), task="vqa")
+  assert as_vqa.task_id == 1 and as_vqa.task == "vqa"
+  grounding, vqa_grounding = own.ground("a red cat", image), as_vqa.ground("a red cat", image)
+  # The same scores as the model given task id 10 explicitly (padded regions: -inf).
+  inputs = own.tokenizer.encode("a red cat", 12)
+  region = image_regions({"features": image.features, "boxes": image.boxes, "cls_prob": None,
+                          "image_w": 100, "image_h": 100}, 6)
+  batch = {**{k: v[None] for k, v in inputs.items()},
+           **{k: v[None] for k, v in visual_inputs(region, 7).items()}}
+  out = own._apply(own.params, tuple(batch[k] for k in MODEL_INPUTS),  # pylint: disable=protected-access
+                   {"task_ids": np.array([10], np.int32)})
+  want = np.where(batch["image_mask"][0] > 0, out.grounding_logits[0], -np.inf)
+  np.testing.assert_allclose(grounding.scores, want, rtol=1e-6)
+  assert np.abs(vqa_grounding.scores[:-1] - grounding.scores[:-1]).max() > 1e-2  # real regions
+  with pytest.raises(ValueError, match="'zeroshot_retrieval' has no 12-in-1 task id"):
+    Predictor.load(str(converted), task="zeroshot_retrieval")
+
+
+def _readme_command(name: str) -> list[str]:
+  """The arguments of the README's ``python launch.py`` command that contains ``name``."""
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+  commands = [c for b in blocks for c in b.replace("\\\n", " ").splitlines()]
+  (command,) = [c for c in commands if name in c and "launch.py" in c]
+  args = shlex.split(command.split("#")[0])
+  assert args[:2] == ["python", "launch.py"]
+  return args[2:]
+
+
+def test_readme_evaluates_the_multi_task_checkpoint_per_task(converted, tmp_path):
+  """The README's per-task evaluation command, on the converted reference model and a tiny
+  synthetic dataset (the real dataset's name, sizes and model width overridden after it)."""
+  args = _readme_command("--config.model.task_specific_tokens=True")
+  args = [a.replace("/ckpt/12in1", str(converted)).replace("/tmp/12in1_refcoco_plus",
+                                                           str(tmp_path / "run"))
+          for a in args]
+  cfg = small_config()
+  tiny = {"data.name": "vilbert_synthetic_scenes", "data.data_dir": str(tmp_path / "tfds"),
+          "data.tokenizer": "synthetic", "data.eval_splits": '("validation",)',
+          "data.synthetic.feature_dim": 32, "data.synthetic.num_train": 16,
+          "data.synthetic.num_validation": 16, "data.synthetic.num_test": 16,
+          "data.max_text_len": 12, "data.num_visual_tokens": 7, "data.worker_count": 0,
+          "batch_size": 16, "eval.batch_size": 16,
+          **{f"model.{k}": getattr(cfg, k) for k in cfg.to_original_json()
+             if hasattr(cfg, k) and k not in ("task_specific_tokens",)}}
+  process = launch(*args, *(f"--config.{k}={v}" for k, v in tiny.items()))
+  output, _ = process.communicate(timeout=600)
+  assert process.returncode == 0, output
+  assert "kept 0 freshly initialised, ignored 0" in output, output
+  metrics = json.loads((tmp_path / "run" / "eval_metrics.json").read_text())
+  assert 0 <= metrics["validation/accuracy"] <= 1
+  records = json.loads((tmp_path / "run" / "refcoco_plus_validation_predictions.json")
+                       .read_text())
+  assert sorted(r["example_id"] for r in records) == list(range(len(records))) and records
+
+
+def test_a_checkpoint_with_task_tokens_is_refused_by_a_model_without_them():
+  table = {"backbone": {"text_embeddings": {"task_embeddings": {"embedding": np.ones((20, 4))},
+                                            "layer_norm": {"scale": np.ones(4)}}}}
+  fresh = {"backbone": {"text_embeddings": {"layer_norm": {"scale": np.zeros(4)}}}}
+  with pytest.raises(ValueError, match="set --config.model.task_specific_tokens=True"):
+    overlay_params(fresh, table, "/ckpt/12in1")
+  # The other way round (fine-tuning a pretrained model with task tokens): the table is fresh.
+  _, report = overlay_params(table, fresh, "/ckpt/pretrained")
+  assert report.fresh == ("backbone/text_embeddings/task_embeddings/embedding",)
