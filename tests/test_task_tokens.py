@@ -301,8 +301,9 @@ def test_predictor_reads_with_the_named_tasks_token(converted):
                           "image_w": 100, "image_h": 100}, 6)
   batch = {**{k: v[None] for k, v in inputs.items()},
            **{k: v[None] for k, v in visual_inputs(region, 7).items()}}
-  out = own._apply(own.params, tuple(batch[k] for k in MODEL_INPUTS),  # pylint: disable=protected-access
-                   {"task_ids": np.array([10], np.int32)})
+  compiled = own._apply  # pylint: disable=protected-access  (the predictor's jitted model)
+  out = compiled(own.params, tuple(batch[k] for k in MODEL_INPUTS),
+                 {"task_ids": np.array([10], np.int32)})
   want = np.where(batch["image_mask"][0] > 0, out.grounding_logits[0], -np.inf)
   np.testing.assert_allclose(grounding.scores, want, rtol=1e-6)
   assert np.abs(vqa_grounding.scores[:-1] - grounding.scores[:-1]).max() > 1e-2  # real regions

@@ -114,8 +114,9 @@ def original_to_flax(state_dict: Mapping[str, np.ndarray], cfg: ViLBERTConfig) -
   """Original state dict ``{key: array}`` -> Flax params of the matching model.
 
   A pretraining checkpoint gives ``ViLBERTForPretraining`` params, a downstream-task one
-  ``ViLBERTForVLTasks`` params (see ``model_for_state_dict``, whose config they fit). Raises ValueError naming every
-  missing, unexpected or wrongly shaped key. Parameters are cast to ``cfg.param_dtype``.
+  ``ViLBERTForVLTasks`` params (of ``model_for_state_dict``, whose config they fit). Raises
+  ValueError naming every missing, unexpected or wrongly shaped key. Parameters are cast to
+  ``cfg.param_dtype``.
   """
   state = dict(state_dict)
   model = model_for_state_dict(state, cfg)
@@ -170,8 +171,7 @@ def flax_to_original(params: Params, cfg: ViLBERTConfig,
   """
   params = flax.core.meta.unbox(flax.core.unfreeze(params))
   flat = flax.traverse_util.flatten_dict(params)
-  cfg = config_for_checkpoint(
-      any(p[-2] == "task_embeddings" for p in flat if len(p) > 1), cfg)
+  cfg = config_for_checkpoint(any("task_embeddings" in path for path in flat), cfg)
   rules = vilbert_rules(cfg, detect_task_variant(params))
   missing = sorted("/".join(r.flax_path) for r in rules if r.flax_path not in flat)
   if missing:
