@@ -27,10 +27,14 @@ from vilbert_jax.train.stop_and_go import StopAndGoConfig  # noqa: E402  pylint:
 controllers = multitask.Controllers(["a", "b"], StopAndGoConfig())
 noise = np.random.default_rng(process_id)
 base = {"a": [50.0, 50.02, 50.03, 49.0, 49.0, 51.0], "b": [10.0, 11.0, 11.0, 11.0, 10.9, 10.0]}
-decisions = []
+decisions, local_scores, used_scores = [], [], []
 for e in range(6):
   local = [base[k][e] + noise.normal(0.0, 0.2) for k in controllers.keys]
-  for key, score in zip(controllers.keys, multitask.same_on_every_host(local)):
+  used = multitask.same_on_every_host(local)
+  for key, score in zip(controllers.keys, used):
     controllers.step(key, score)
   decisions.append(controllers.state_dict())
-print(json.dumps({"process": jax.process_index(), "decisions": decisions}))
+  local_scores.append(local)
+  used_scores.append(used)
+print(json.dumps({"process": jax.process_index(), "decisions": decisions,
+                  "local": local_scores, "used": used_scores}))

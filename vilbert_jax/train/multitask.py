@@ -396,8 +396,10 @@ def same_on_every_host(values: Sequence[float]) -> list[float]:
   """``values`` as process 0 has them (the decisions then cannot differ between hosts)."""
   if jax.process_count() == 1:
     return [float(v) for v in values]
-  out = multihost_utils.broadcast_one_to_all(np.asarray(values, np.float64))
-  return [float(v) for v in np.asarray(out)]
+  # As 32-bit words: without jax_enable_x64 a float64 array would be narrowed to float32.
+  words = np.asarray(values, np.float64).view(np.uint32)
+  out = np.asarray(multihost_utils.broadcast_one_to_all(words), np.uint32).view(np.float64)
+  return [float(v) for v in out]
 
 
 class Controllers:
