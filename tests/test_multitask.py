@@ -17,6 +17,7 @@ import pytest
 
 from configs import multitask_synthetic
 from train_utils import ROOT, TINY, _set, launch
+from vilbert_jax import tasks
 from vilbert_jax.train import multitask
 from vilbert_jax.train import optim
 from vilbert_jax.train import data as train_data
@@ -156,14 +157,17 @@ def test_config_errors_name_the_problem(tmp_path):
 
 
 def test_each_task_carries_its_own_task_token(data_dir):
+  """With task tokens, ``Task.forward`` gives each task's pairs its configured id."""
   config = tiny_multitask_config(data_dir, order=("vqa", "retrieval", "refcoco_plus"),
                                  **{"model.task_specific_tokens": True,
                                     "multitask.tasks.refcoco_plus.task_id": 9})
-  run = multitask.setup(config, [{"answer_vocab": ["yes", "no", "2"]}, {}, {}], [64, 64, 64])
-  assert [t.configured_task_id for t in run.tasks] == [1, 8, 9]  # VQA, Flickr30k, override
-  table = run.state.params["backbone"]["text_embeddings"]["task_embeddings"]["embedding"]
-  assert table.shape == (20, config.model.hidden_size)
-  assert run.pass_lengths == [1, 8, 1] and run.epoch_length == 8
+  ids = []
+  for spec in multitask.task_specs(config):
+    c = multitask.single_task_config(config, spec, num_answers=3)
+    task = tasks.create(c, {"answer_vocab": ["yes", "no", "2"]})
+    assert c.model.task_specific_tokens and task.num_answers == 3
+    ids.append(task.configured_task_id)
+  assert ids == [1, 8, 9]  # VQA's and Flickr30k's 12-in-1 ids; RefCOCO+ set to 9
 
 
 # ------------------------------------------------------------- one iteration, by hand
