@@ -377,3 +377,16 @@ def test_paper_multitask_config_lists_four_tasks_with_their_settings():
   assert multitask.loss_scales(specs) == [2.0, 1.0, 2.0, 1.0]
   assert c.model.task_specific_tokens and c.task.head_variant == "12in1"
   assert c.init.required
+
+
+def test_run_without_vqa_keeps_the_checkpoints_vqa_head(finished, data_dir):
+  """Fine-tuning RefCOCO+ alone from a multi-task model: the (unused) VQA head keeps the
+  checkpoint's size, so every tensor loads."""
+  workdir, _ = finished
+  vocab = train_data.open_dataset(
+      multitask.single_task_config(tiny_multitask_config(data_dir),
+                                   multitask.task_specs(tiny_multitask_config(data_dir))[0]),
+      "train").metadata["answer_vocab"]
+  assert multitask._checkpoint_answers(str(workdir)) == len(vocab)
+  assert multitask._checkpoint_answers(str(workdir / "export")) == len(vocab)
+  assert multitask._checkpoint_answers("") is None

@@ -75,7 +75,7 @@ from vilbert_jax import sharding
 from vilbert_jax import tasks
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.convert.mapping import task_head_rules
-from vilbert_jax.params_io import ModelSpec, save_params
+from vilbert_jax.params_io import ModelSpec, load_spec, save_params
 from vilbert_jax.train import data as train_data
 from vilbert_jax.train import optim
 from vilbert_jax.train.checkpoints import Checkpoints, StopRequest, abstract_like
@@ -317,7 +317,8 @@ def setup(config: ml_collections.ConfigDict, metadata: Sequence[Mapping[str, Any
   cfg = model_config(config)
   probe = [tasks.create(single_task_config(config, s), m) for s, m in zip(specs, metadata)]
   vqa = [t for t in probe if t.name == "vqa"]
-  num_answers = vqa[0].num_answers if vqa else int(config.task.num_answers)
+  num_answers = (vqa[0].num_answers if vqa else
+                 _checkpoint_answers(config.init_checkpoint) or int(config.task.num_answers))
   if any(t.num_answers != num_answers for t in vqa):
     raise ValueError("the VQA tasks of a multi-task run must share one answer vocabulary")
   task_configs = [single_task_config(config, s, num_answers) for s in specs]
@@ -390,6 +391,18 @@ def resets_after(iterations_done: int, epoch_length: int, epochs: Sequence[int])
   """Whether the controllers reset now: an epoch just ended and its 0-based index is listed
   (the original's ``if epochId in lr_reduce_list`` after each epoch)."""
   return iterations_done % epoch_length == 0 and iterations_done // epoch_length - 1 in epochs
+
+
+def _checkpoint_answers(init_checkpoint: str) -> Optional[int]:
+  """The VQA head size of the ``init_checkpoint`` model, if it says (a run without VQA then
+  keeps that head, e.g. when fine-tuning RefCOCO+ alone from a multi-task model)."""
+  if not init_checkpoint:
+    return None
+  directory = pathlib.Path(init_checkpoint).expanduser()
+  for candidate in (directory, directory / "export"):
+    if (candidate / "model.json").exists():
+      return load_spec(candidate).num_answers
+  return None
 
 
 def same_on_every_host(values: Sequence[float]) -> list[float]:
