@@ -60,6 +60,7 @@ import json
 import logging
 import math
 import pathlib
+import shutil
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -466,7 +467,6 @@ def _mean(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def export_multitask(directory: pathlib.Path, params: Any, run: MultiTaskRun) -> pathlib.Path:
   """``directory``: params + ``model.json`` (every head), and ``tasks.json`` describing each
   task (the input of ``--config.init_checkpoint`` for single-task fine-tuning)."""
-  import shutil  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0 and directory.exists():
     shutil.rmtree(directory)
   multihost_utils.sync_global_devices("multitask export: old directory removed")
