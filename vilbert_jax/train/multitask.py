@@ -349,17 +349,21 @@ def setup(config: ml_collections.ConfigDict, metadata: Sequence[Mapping[str, Any
 def train_iteration(run: MultiTaskRun, steps: Sequence[Callable], state: TrainState,
                     iteration: int, schedule_step: int, active: Sequence[bool],
                     task_updates: list[int], next_batch: Callable[[int], Any],
-                    last_batches: list, histories: list[list]) -> TrainState:
+                    last_batches: list, histories: list[list],
+                    placeholder_batch: Optional[Callable[[int], Any]] = None) -> TrainState:
   """One iteration: ``per_task`` runs ``steps[t]`` for each active task t in order (each its
   own update); ``summed`` runs ``steps[0]`` once on every task's batch (a task that skips
-  this iteration reuses its last batch with weight 0). ``next_batch(t)``: task t's next device
-  batch. Updates ``task_updates``, ``last_batches`` and ``histories`` (metrics per task) in
-  place; returns the new state."""
+  this iteration enters with weight 0 and its last batch, or ``placeholder_batch(t)`` if it
+  has none yet, e.g. right after a resume: its own data stream is not advanced).
+  ``next_batch(t)``: task t's next device batch. Updates ``task_updates``, ``last_batches``
+  and ``histories`` (metrics per task) in place; returns the new state."""
   if run.config.multitask.mode == "summed":
     batches = []
     for t in range(len(run.specs)):
-      if active[t] or last_batches[t] is None:
+      if active[t]:
         last_batches[t] = next_batch(t)
+      elif last_batches[t] is None:
+        last_batches[t] = (placeholder_batch or next_batch)(t)
       batches.append(last_batches[t])
     state, metrics = steps[0](state, batches, np.int32(schedule_step),
                               np.asarray(active, np.float32), np.int32(iteration))
@@ -526,9 +530,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   task_updates = list(counters["task_updates"])
   last_log = (time.time(), iteration)
 
-  def device_batch(t: int) -> dict:
-    batch = next(iterators[specs[t].key])
+  def device_batch(t: int, source: Optional[Any] = None) -> dict:
+    batch = next(source or iterators[specs[t].key])
     return train_data.to_global({k: batch[k] for k in run.tasks[t].device_keys}, run.mesh)
+
+  def placeholder_batch(t: int) -> dict:
+    """A batch of task t from a separate stream (summed mode, weight 0): the checkpointed
+    training stream stays where it is, so a resumed run reads the same data."""
+    return device_batch(t, iter(run.tasks[t].train_loader(splits[t], tok, seed=config.seed)))
 
   def save() -> None:
     checkpoints.save(iteration, state, iterators, extra={
@@ -547,7 +556,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if any(active):
         schedule_step += 1
       state = train_iteration(run, steps, state, iteration, schedule_step, active,
-                              task_updates, device_batch, last_batches, histories)
+                              task_updates, device_batch, last_batches, histories,
+                              placeholder_batch)
       done = iteration  # 0-based index of the iteration just finished
       iteration += 1
       if iteration % config.log_every_steps == 0 or iteration == run.total_iterations:
