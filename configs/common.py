@@ -53,6 +53,11 @@ def pretraining_config() -> ml_collections.ConfigDict:
       # JSON list. Empty: the dataset's vocabulary (builder order). Evaluating a released VQA
       # checkpoint needs its own order, or answers come out permuted.
       answer_vocab_file="",
+      # Models with 12-in-1 task tokens (model.task_specific_tokens): the task-token row of
+      # this task; 0 = the task's own 12-in-1 id (VQA 1, VCR 5, Flickr30k retrieval 8,
+      # RefCOCO+ 10). VCR's QA->R pairs use rationale_task_id (0 = 6).
+      task_id=0,
+      rationale_task_id=0,
   ))
   c.model = model_config("base")
   c.data = ml_collections.ConfigDict(dict(

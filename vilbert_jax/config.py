@@ -25,6 +25,7 @@ _UNUSED_ORIGINAL_KEYS = {
 }
 _DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION_IMPLS = ("auto", "explicit", "cudnn")
+NUM_TASK_TOKENS = 20  # Rows of the 12-in-1 task-token table (original task ids 1..19 + row 0).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ class ViLBERTConfig:
   initializer_range: float = 0.02  # Std of the normal init of every Dense/Embed weight.
   layer_norm_eps: float = 1e-12  # Epsilon of every LayerNorm.
   single_stream: bool = False  # True: the paper's single-stream baseline (one BERT, no v_/bi_).
+  # 12-in-1: a table of NUM_TASK_TOKENS learned rows at the text width; the model takes
+  # ``task_ids [B]`` and inserts the task's row right after [CLS] (the text stream has T+1
+  # positions). The original JSON's ``task_specific_tokens``.
+  task_specific_tokens: bool = False
   # --- implementation (not part of the original JSON) ---
   dtype: str = "float32"  # Compute dtype of matmuls; LayerNorm and softmax stay float32.
   param_dtype: str = "float32"  # Storage dtype of parameters.
@@ -108,6 +113,8 @@ class ViLBERTConfig:
            "attention_impl='cudnn' has no attention-probability dropout: set "
            "attention_probs_dropout_prob=0 and v_attention_probs_dropout_prob=0")
     if self.single_stream:
+      need(not self.task_specific_tokens,
+           "task_specific_tokens belongs to the two-stream 12-in-1 model, not single_stream")
       return
     need(self.v_hidden_size % self.v_num_attention_heads == 0,
          f"v_hidden_size={self.v_hidden_size} is not divisible by "
@@ -190,6 +197,8 @@ class ViLBERTConfig:
     out["hidden_act"] = "gelu"
     if self.layer_norm_eps != 1e-12:
       out["layer_norm_eps"] = self.layer_norm_eps
+    if self.task_specific_tokens:
+      out["task_specific_tokens"] = True
     if self.single_stream:
       out.update(single_stream=True, v_feature_size=self.v_feature_size,
                  v_target_size=self.v_target_size)

@@ -8,6 +8,8 @@ Run as ``python launch.py`` in the checkout or ``vilbert-launch`` once installed
     python launch.py --config configs/vqa_synthetic.py --workdir /tmp/vqa_synthetic \
         --config.init_checkpoint=/tmp/vilbert_demo          # fine-tune a task (configs/<task>.py)
     python launch.py --config configs/vqa.py --workdir /ckpt/vqa --config.mode=eval
+    python launch.py --config configs/multitask.py --workdir /ckpt/multitask \
+        --config.init_checkpoint=/ckpt/cc              # several tasks at once (12-in-1)
 
 ``--config.<key>=<value>`` overrides any field; an unknown key is an error that names it.
 Multi-host: run the same command on every host (SLURM/Open MPI/Cloud TPU are detected), or
@@ -44,6 +46,16 @@ def main(argv):
   distributed.maybe_initialize(config)
   absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax/TFDS chatter off the console.
   logging.getLogger("vilbert_jax").setLevel(logging.INFO)
+  if "multitask" in config:
+    if config.mode != "train":
+      raise app.UsageError("a multi-task config trains (and evaluates each task once per pass "
+                           "and at the end); evaluate a task with its own config and "
+                           "--config.init_checkpoint=<multi-task workdir>")
+    if not _WORKDIR.value:
+      raise app.UsageError("--workdir is required")
+    from vilbert_jax.train import multitask  # pylint: disable=g-import-not-at-top
+    multitask.train_and_evaluate(config, _WORKDIR.value)
+    return
   if config.mode == "benchmark":
     from vilbert_jax.train import benchmark  # pylint: disable=g-import-not-at-top
     benchmark.run(config)

@@ -10,7 +10,8 @@ Images are ``RegionFeatures`` or, with a detector (``Predictor.load(path,
 detector=PARAMS_DIR)``), image files or BGR uint8 arrays: the detector extracts their regions
 first, exactly as ``python -m vilbert_jax.detection.extract`` writes them to a feature store.
 Every method takes ``attention=True`` to also return the attention probabilities of every
-layer (``{module path: [heads, queries, keys]}``). Inputs are prepared exactly as in training
+layer (``{module path: [heads, queries, keys]}``; with 12-in-1 task tokens the text has one
+more position, the task token at 1). Inputs are prepared exactly as in training
 (``data.regions.visual_inputs``: IMG token first, regions chosen by detector confidence when
 there are more than fit), and each method compiles once per input shape.
 """
@@ -65,28 +66,51 @@ def image_detector(params_dir: str, protocol: str = "bottom_up"
   return lambda image: detection.extract(params, cfg, [image], protocol=protocol)[0]
 
 
+def task_token_id(task: str) -> int:
+  """The 12-in-1 task id of a registered task (``vilbert_jax.tasks.TASKS``)."""
+  from vilbert_jax import tasks  # pylint: disable=g-import-not-at-top
+  with_ids = sorted(name for name, t in tasks.TASKS.items() if t.task_id is not None)
+  if task not in with_ids:
+    raise ValueError(f"task {task!r} has no 12-in-1 task id; a model with task tokens needs one "
+                     f"of {with_ids}")
+  return tasks.TASKS[task].task_id
+
+
 class Predictor:
-  """A model and its params loaded once; answers requests one image at a time."""
+  """A model and its params loaded once; answers requests one image at a time.
+
+  A model with 12-in-1 task tokens reads every text with the token of ``task_id``.
+  """
 
   def __init__(self, model: Any, params: Any, tokenizer: Tokenizer, *, task: str,
                answer_vocab: Optional[Sequence[str]], max_text_len: int,
-               num_visual_tokens: int,
+               num_visual_tokens: int, task_id: Optional[int] = None,
                detector: Optional[Callable[[np.ndarray], RegionFeatures]] = None):
-    """``detector``: BGR uint8 ``[H, W, 3]`` image -> its regions, to take image files."""
+    """``task_id``: the 12-in-1 task token (models with task tokens; default the task's own);
+    ``detector``: BGR uint8 ``[H, W, 3]`` image -> its regions, to take image files."""
     self.model, self.params, self.tokenizer = model, params, tokenizer
     self.detector = detector
     self.task, self.answer_vocab = task, list(answer_vocab or [])
     self.max_text_len, self.num_visual_tokens = max_text_len, num_visual_tokens
-    self._apply = jax.jit(lambda params, inputs: model.apply({"params": params}, *inputs))
-    self._apply_with_maps = jax.jit(lambda params, inputs: model.apply(
-        {"params": params}, *inputs, mutable=[ATTENTION_MAPS]))
+    self.task_id = None
+    if model.cfg.task_specific_tokens:
+      self.task_id = task_token_id(task) if task_id is None else int(task_id)
+    self._apply = jax.jit(lambda params, inputs, kwargs: model.apply({"params": params}, *inputs,
+                                                                     **kwargs))
+    self._apply_with_maps = jax.jit(lambda params, inputs, kwargs: model.apply(
+        {"params": params}, *inputs, **kwargs, mutable=[ATTENTION_MAPS]))
 
   @classmethod
-  def load(cls, path: str, detector: Optional[str] = None,
+  def load(cls, path: str, task: Optional[str] = None, detector: Optional[str] = None,
            protocol: str = "bottom_up") -> "Predictor":
-    """From a finished run's workdir (its ``export/``) or an export directory; ``detector``:
-    a detector params directory (``python -m vilbert_jax.convert frcnn``), needed to take
-    image files, read with region selection ``protocol``."""
+    """From a finished run's workdir (its ``export/``) or an export directory.
+
+    ``task``: a registered task name (e.g. "vqa", "retrieval", "refcoco_plus") to use instead of
+    the run's own: it picks the task token of a model with task tokens (a multi-task model
+    answers as that task) and, for ``rank_captions``, the retrieval head. ``detector``: a
+    detector params directory (``python -m vilbert_jax.convert frcnn``), needed to take image
+    files, read with region selection ``protocol``.
+    """
     directory = pathlib.Path(path).expanduser()
     if not (directory / TASK_FILE).exists():
       directory = directory / "export"
@@ -99,9 +123,11 @@ class Predictor:
            else load_tokenizer(str(directory / meta["tokenizer"])))
     if detector is not None:
       detector = image_detector(detector, protocol)
-    return cls(spec.build(), params, tok, task=meta["task"], answer_vocab=meta["answer_vocab"],
-               max_text_len=meta["max_text_len"], num_visual_tokens=meta["num_visual_tokens"],
-               detector=detector)
+    own_task = task in (None, meta["task"])
+    return cls(spec.build(), params, tok, task=meta["task"] if own_task else task,
+               answer_vocab=meta["answer_vocab"], max_text_len=meta["max_text_len"],
+               num_visual_tokens=meta["num_visual_tokens"],
+               task_id=meta.get("task_id") if own_task else None, detector=detector)
 
   def regions(self, image: ImageInput) -> RegionFeatures:
     """The regions the model reads for ``image``: itself if it is ``RegionFeatures``, else the
@@ -140,12 +166,14 @@ class Predictor:
     text = [self.tokenizer.encode(t, self.max_text_len) for t in texts]
     batch.update({k: np.stack([t[k] for t in text]) for k in text[0]})
     inputs = tuple(batch[k] for k in MODEL_INPUTS)
+    kwargs = {} if self.task_id is None else {
+        "task_ids": np.full(len(texts), self.task_id, np.int32)}
     maps = None
     if attention:
-      out, state = self._apply_with_maps(self.params, inputs)
+      out, state = self._apply_with_maps(self.params, inputs, kwargs)
       maps = _attention_maps(state)
     else:
-      out = self._apply(self.params, inputs)
+      out = self._apply(self.params, inputs, kwargs)
     return out, batch["image_mask"][0], kept.boxes, maps
 
   def answer(self, question: str, image: ImageInput, top_k: int = 5,

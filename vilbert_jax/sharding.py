@@ -23,6 +23,7 @@ task_hidden         hidden width of the task classifiers               tensor
 vocab               WordPiece vocabulary (30522 is not divisible by 4)  -
 text_positions      position-embedding rows                            -
 token_types         token-type rows                                    -
+task_tokens         12-in-1 task-token rows                            -
 region_features     region feature width (2048)                        -
 region_location     the 5 location coordinates                         -
 region_classes      detector classes (1601)                            -
@@ -56,6 +57,7 @@ DEFAULT_RULES: Rules = (
     ("vocab", None),
     ("text_positions", None),
     ("token_types", None),
+    ("task_tokens", None),
     ("region_features", None),
     ("region_location", None),
     ("region_classes", None),

@@ -81,9 +81,14 @@ def unused_coattention_keys(cfg: ViLBERTConfig) -> list[str]:
           for i in range(cfg.num_coattention_layers) for n in (1, 2) for p in ("weight", "bias")]
 
 
+TASK_EMBEDDINGS_KEY = "bert.embeddings.task_embeddings.weight"  # 12-in-1 task tokens [20, d_t].
+
+
 def backbone_rules(cfg: ViLBERTConfig, flax: Path = ("backbone",)) -> Iterator[Rule]:
   """Everything under ``bert.`` of a two-stream checkpoint."""
   yield from text_embedding_rules(flax + ("text_embeddings",), "bert.embeddings")
+  if cfg.task_specific_tokens:
+    yield Rule(flax + ("text_embeddings", "task_embeddings", "embedding"), TASK_EMBEDDINGS_KEY)
   image = flax + ("image_embeddings",)
   yield from linear(image + ("features",), "bert.v_embeddings.image_embeddings")
   yield from linear(image + ("locations",), "bert.v_embeddings.image_location_embeddings")

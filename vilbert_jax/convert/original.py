@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.convert.mapping import Rule, unused_coattention_keys, vilbert_rules
+from vilbert_jax.convert.mapping import (TASK_EMBEDDINGS_KEY, Rule, unused_coattention_keys,
+                                         vilbert_rules)
 from vilbert_jax.model.vilbert import ViLBERTForPretraining
 from vilbert_jax.model.vl_tasks import ViLBERTForVLTasks
 
@@ -51,12 +52,23 @@ def detect_task_variant(keys: Mapping[str, Any] | Params) -> Optional[str]:
   return None
 
 
+def config_for_checkpoint(has_task_tokens: bool, cfg: ViLBERTConfig) -> ViLBERTConfig:
+  """``cfg`` with ``task_specific_tokens`` on when the checkpoint has the 12-in-1 task-token
+  table (the released JSON configs leave the flag to the command line)."""
+  if has_task_tokens and not cfg.task_specific_tokens:
+    log.info("the checkpoint has %s: task_specific_tokens turned on", TASK_EMBEDDINGS_KEY)
+    return cfg.replace(task_specific_tokens=True)
+  return cfg
+
+
 def model_for_state_dict(state_dict: Mapping[str, np.ndarray],
                          cfg: ViLBERTConfig) -> ViLBERTForPretraining | ViLBERTForVLTasks:
-  """The Flax model whose params a checkpoint holds (head sizes read from the tensors)."""
+  """The Flax model whose params a checkpoint holds (head sizes read from the tensors; task
+  tokens on when the checkpoint has their table)."""
   if cfg.single_stream:
     raise ValueError("the original-checkpoint converter reads two-stream ViLBERT checkpoints; "
                      "cfg.single_stream is set")
+  cfg = config_for_checkpoint(TASK_EMBEDDINGS_KEY in state_dict, cfg)
   variant = detect_task_variant(state_dict)
   if variant is None:
     return ViLBERTForPretraining(cfg)
@@ -102,11 +114,13 @@ def original_to_flax(state_dict: Mapping[str, np.ndarray], cfg: ViLBERTConfig) -
   """Original state dict ``{key: array}`` -> Flax params of the matching model.
 
   A pretraining checkpoint gives ``ViLBERTForPretraining`` params, a downstream-task one
-  ``ViLBERTForVLTasks`` params (see ``model_for_state_dict``). Raises ValueError naming every
-  missing, unexpected or wrongly shaped key. Parameters are cast to ``cfg.param_dtype``.
+  ``ViLBERTForVLTasks`` params (of ``model_for_state_dict``, whose config they fit). Raises
+  ValueError naming every missing, unexpected or wrongly shaped key. Parameters are cast to
+  ``cfg.param_dtype``.
   """
   state = dict(state_dict)
   model = model_for_state_dict(state, cfg)
+  cfg = model.cfg
   rules = vilbert_rules(cfg, detect_task_variant(state))
   _check_keys(state, rules, cfg)
   expected = param_shapes(model)
@@ -157,6 +171,7 @@ def flax_to_original(params: Params, cfg: ViLBERTConfig,
   """
   params = flax.core.meta.unbox(flax.core.unfreeze(params))
   flat = flax.traverse_util.flatten_dict(params)
+  cfg = config_for_checkpoint(any("task_embeddings" in path for path in flat), cfg)
   rules = vilbert_rules(cfg, detect_task_variant(params))
   missing = sorted("/".join(r.flax_path) for r in rules if r.flax_path not in flat)
   if missing:

@@ -8,14 +8,13 @@ so the scorer compiles once.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vilbert_jax.model.inputs import IMAGE_INPUTS, TEXT_INPUTS
-
 
 
 def alignment_match_probability(out: Any) -> jax.Array:
@@ -32,18 +31,24 @@ class PairScorer:
 
   Attributes:
     prefix: ``prefix(params, text) -> [caption_block, T, d_t]`` text stream before the first
-      co-attention layer (two-stream models).
+      co-attention layer (two-stream models; ``T+1`` positions with task tokens).
     score_block: ``score_block(params, text, hidden, image) -> [caption_block, image_block]``.
   """
 
   def __init__(self, model: Any, score_fn: Callable[[Any], jax.Array] =
-               alignment_match_probability, caption_block: int = 16, image_block: int = 32):
+               alignment_match_probability, caption_block: int = 16, image_block: int = 32,
+               task_id: Optional[int] = None):
+    """``task_id``: the original's task id of every pair (models with task tokens only)."""
     self.caption_block, self.image_block = caption_block, image_block
     self.two_stream = not model.cfg.single_stream
 
+    def task_ids(n: int) -> dict[str, jax.Array]:
+      return {} if task_id is None else {"task_ids": jnp.full((n,), task_id, jnp.int32)}
+
     def prefix(params, text):
       return model.apply({"params": params}, *(text[k] for k in TEXT_INPUTS),
-                         method=lambda m, *a: m.backbone.text_prefix(*a))
+                         **task_ids(text["input_ids"].shape[0]),
+                         method=lambda m, *a, **kw: m.backbone.text_prefix(*a, **kw))
 
     def score_block(params, text, hidden, image):
       c, i = text["input_ids"].shape[0], image["image_feat"].shape[0]
@@ -51,7 +56,8 @@ class PairScorer:
       per_pair_image = {k: jnp.tile(v, (c,) + (1,) * (v.ndim - 1)) for k, v in image.items()}
       extra = {"text_hidden": jnp.repeat(hidden, i, axis=0)} if self.two_stream else {}
       out = model.apply({"params": params}, *(per_pair_text[k] for k in TEXT_INPUTS),
-                        *(per_pair_image[k] for k in IMAGE_INPUTS), **extra)
+                        *(per_pair_image[k] for k in IMAGE_INPUTS), **extra,
+                        **task_ids(c * i))
       return score_fn(out).reshape(c, i)
 
     self.prefix, self.score_block = jax.jit(prefix), jax.jit(score_block)
@@ -78,7 +84,7 @@ class PairScorer:
 def score_all_pairs(model: Any, params: Any, captions: Mapping[str, np.ndarray],
                     images: Mapping[str, np.ndarray], score_fn: Callable[[Any], jax.Array] =
                     alignment_match_probability, caption_block: int = 16,
-                    image_block: int = 32) -> np.ndarray:
+                    image_block: int = 32, task_id: Optional[int] = None) -> np.ndarray:
   """Scores ``[num_captions, num_images]`` (float32) of every caption with every image.
 
   Args:
@@ -88,5 +94,7 @@ def score_all_pairs(model: Any, params: Any, captions: Mapping[str, np.ndarray],
     images: ``image_feat [I, R, D]``, ``image_loc [I, R, 5]``, ``image_mask [I, R]``.
     score_fn: model output -> per-pair score ``[pairs]``.
     caption_block, image_block: pairs scored per call (the last blocks are padded).
+    task_id: the original's task id of every pair (models with task tokens only).
   """
-  return PairScorer(model, score_fn, caption_block, image_block)(params, captions, images)
+  return PairScorer(model, score_fn, caption_block, image_block, task_id)(params, captions,
+                                                                         images)

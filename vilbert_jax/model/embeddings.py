@@ -6,11 +6,13 @@ The visual side has no learned position, type or IMG embedding in ViLBERT: the I
 
 from __future__ import annotations
 
+from typing import Optional
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vilbert_jax.config import ViLBERTConfig
+from vilbert_jax.config import NUM_TASK_TOKENS, ViLBERTConfig
 from vilbert_jax.model.layers import Dropout, dense, embed, layer_norm
 
 
@@ -18,6 +20,9 @@ class TextEmbeddings(nn.Module):
   """``Dropout(LayerNorm(word[ids] + position[0..T-1] + token_type[segment]))``.
 
   ``word_embeddings.embedding`` ``[vocab, d_t]`` is also the (transposed) masked-word decoder.
+  With ``cfg.task_specific_tokens`` (12-in-1), ``task_embeddings[task_ids]`` is inserted between
+  [CLS] and the first word before the LayerNorm: no position or token-type embedding is added
+  to it and the words keep their positions 1..T-1, so the output has T+1 rows.
   """
 
   cfg: ViLBERTConfig  # Model configuration.
@@ -30,19 +35,52 @@ class TextEmbeddings(nn.Module):
                                      ("text_positions", "text_embed"), "position_embeddings")
     self.token_type_embeddings = embed(cfg, cfg.type_vocab_size, cfg.hidden_size,
                                        ("token_types", "text_embed"), "token_type_embeddings")
+    if cfg.task_specific_tokens:
+      self.task_embeddings = embed(cfg, NUM_TASK_TOKENS, cfg.hidden_size,
+                                   ("task_tokens", "text_embed"), "task_embeddings")
     self.layer_norm = layer_norm(cfg, "text_embed", "layer_norm")
     self.dropout = Dropout(cfg.hidden_dropout_prob)
 
-  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array,
-               deterministic: bool) -> jax.Array:
-    """input_ids, token_type_ids ``[B, T]`` int -> ``[B, T, d_t]``."""
+  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, deterministic: bool,
+               task_ids: Optional[jax.Array] = None) -> jax.Array:
+    """input_ids, token_type_ids ``[B, T]`` int -> ``[B, T, d_t]``; with task tokens,
+    ``task_ids [B]`` int (original ids, < NUM_TASK_TOKENS) -> ``[B, T+1, d_t]``."""
     length = input_ids.shape[1]
     if length > self.cfg.max_position_embeddings:
       raise ValueError(f"text length {length} exceeds max_position_embeddings="
                        f"{self.cfg.max_position_embeddings}")
     x = (self.word_embeddings(input_ids) + self.position_embeddings(jnp.arange(length))[None]
          + self.token_type_embeddings(token_type_ids))
+    if self.cfg.task_specific_tokens:
+      task = self.task_embeddings(checked_task_ids(task_ids, input_ids.shape[0],
+                                                   self.is_initializing()))
+      x = jnp.concatenate([x[:, :1], task[:, None].astype(x.dtype), x[:, 1:]], axis=1)
+    elif task_ids is not None:
+      raise ValueError("task_ids given, but the model has no task tokens "
+                       "(ViLBERTConfig.task_specific_tokens is False)")
     return self.dropout(self.layer_norm(x), deterministic=deterministic)
+
+
+def checked_task_ids(task_ids: Optional[jax.Array], batch: int,
+                     initializing: bool) -> jax.Array:
+  """``task_ids`` as int ``[B]``; while initialising, missing ids default to row 0."""
+  if task_ids is None:
+    if not initializing:
+      raise ValueError("this model has task tokens (task_specific_tokens): pass task_ids [B], "
+                       "the original's task id of every example")
+    return jnp.zeros((batch,), jnp.int32)
+  if task_ids.shape != (batch,):
+    raise ValueError(f"task_ids has shape {task_ids.shape}; expected [{batch}], one id per "
+                     "example (options flattened into the batch)")
+  return task_ids
+
+
+def text_attention_mask(cfg: ViLBERTConfig, attention_mask: jax.Array) -> jax.Array:
+  """The text mask the encoder uses: ``[B, T]``, or ``[B, T+1]`` with a leading 1 (the task
+  token, always attended; [CLS] is always valid, so this equals a 1 inserted at position 1)."""
+  if not cfg.task_specific_tokens:
+    return attention_mask
+  return jnp.pad(attention_mask, ((0, 0), (1, 0)), constant_values=1)
 
 
 class ImageEmbeddings(nn.Module):

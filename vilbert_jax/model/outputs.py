@@ -12,7 +12,7 @@ import jax
 class BackboneOutput:
   """What the two-stream (or single-stream) backbone computes."""
 
-  text_sequence: jax.Array  # [B, T, d_t] last text layer.
+  text_sequence: jax.Array  # [B, T, d_t] last text layer ([B, T+1, d_t] with task tokens).
   image_sequence: jax.Array  # [B, R, d_v] last visual layer (IMG token at 0).
   text_pooled: jax.Array  # [B, d_b] ReLU pooler of [CLS] (single-stream: the tanh pooler).
   image_pooled: jax.Array  # [B, d_b] ReLU pooler of IMG (single-stream: the tanh pooler).
@@ -44,6 +44,7 @@ class TaskOutput:
   alignment_logits: Optional[jax.Array] = None  # [B, 2] alignment head (vil_binary_prediction).
   region_logits: Optional[jax.Array] = None  # [B, R, v_target_size] (vision_prediction).
   grounding_logits: Optional[jax.Array] = None  # [B, R] region score + mask (vision_logit).
+  # With task tokens the next two have T+1 rows, the task token's at 1 (as the original).
   mlm_logits: Optional[jax.Array] = None  # [B, T, vocab] (linguisic_prediction).
   text_token_logits: Optional[jax.Array] = None  # [B, T] (linguisic_logit).
   gqa_logits: Optional[jax.Array] = None  # [B, 1533] 12-in-1 only (vil_prediction_gqa).

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 
 from vilbert_jax.config import ViLBERTConfig
-from vilbert_jax.model.embeddings import ImageEmbeddings, TextEmbeddings
+from vilbert_jax.model.embeddings import (ImageEmbeddings, TextEmbeddings,
+                                          text_attention_mask)
 from vilbert_jax.model.encoder import INTERMEDIATES, TwoStreamEncoder
 from vilbert_jax.model.heads import (AlignmentHead, MaskedLMHead, Pooler, logits_where,
                                      region_head)
@@ -34,35 +35,40 @@ class ViLBERTModel(nn.Module):
 
   def text_prefix(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
                   attention_mask: Optional[jax.Array] = None, *,
+                  task_ids: Optional[jax.Array] = None,
                   deterministic: bool = True) -> jax.Array:
-    """Text embeddings + the text layers before the first co-attention: ``[B, T, d_t]``.
+    """Text embeddings + the text layers before the first co-attention: ``[B, T, d_t]``
+    (``[B, T+1, d_t]`` with task tokens; ``task_ids [B]``).
 
     Independent of the image; pass it back as ``text_hidden`` to skip recomputing it.
     """
     token_type_ids, attention_mask = default_text_inputs(input_ids, token_type_ids,
                                                          attention_mask)
-    text = self.text_embeddings(input_ids, token_type_ids, deterministic)
+    text = self.text_embeddings(input_ids, token_type_ids, deterministic, task_ids)
     self.sow(INTERMEDIATES, "embedded_text", text)
-    return self.encoder.text_prefix(text, attention_mask, deterministic)
+    return self.encoder.text_prefix(text, text_attention_mask(self.cfg, attention_mask),
+                                    deterministic)
 
   def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
                attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
                image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
-               deterministic: bool = True,
+               task_ids: Optional[jax.Array] = None, deterministic: bool = True,
                text_hidden: Optional[jax.Array] = None) -> BackboneOutput:
     """input_ids/token_type_ids/attention_mask ``[B, T]``; image_feat ``[B, R, D]``;
     image_loc ``[B, R, 5]``; image_mask ``[B, R]``. Masks are 1 for real tokens.
+    ``task_ids [B]``: the original's task ids (models with ``task_specific_tokens`` only;
+    their text outputs then have T+1 positions, the task token at 1).
     ``text_hidden``: the result of ``text_prefix`` for these tokens, if already computed."""
     token_type_ids, attention_mask = default_text_inputs(input_ids, token_type_ids,
                                                          attention_mask)
     image_mask = default_image_mask(image_feat, image_mask)
     if text_hidden is None:
       text_hidden = self.text_prefix(input_ids, token_type_ids, attention_mask,
-                                     deterministic=deterministic)
+                                     task_ids=task_ids, deterministic=deterministic)
     image = self.image_embeddings(image_feat, image_loc, deterministic)
     self.sow(INTERMEDIATES, "embedded_image", image)
-    text, image = self.encoder(text_hidden, attention_mask, image, image_mask, deterministic,
-                               text_prefix_done=True)
+    text, image = self.encoder(text_hidden, text_attention_mask(self.cfg, attention_mask),
+                               image, image_mask, deterministic, text_prefix_done=True)
     text_pooled, image_pooled = self.text_pooler(text), self.image_pooler(image)
     return BackboneOutput(text, image, text_pooled, image_pooled, text_pooled * image_pooled)
 
@@ -92,6 +98,9 @@ class ViLBERTForPretraining(nn.Module):
 
   def setup(self):
     cfg = self.cfg
+    if cfg.task_specific_tokens:
+      raise ValueError("the pretraining model has no task tokens (12-in-1 pretrains without "
+                       "them; task_specific_tokens is for ViLBERTForVLTasks)")
     self.backbone = backbone(cfg)
     self.masked_lm_head = MaskedLMHead(cfg)
     self.region_head = region_head(cfg)

@@ -27,7 +27,9 @@ class ViLBERTForVLTasks(nn.Module):
   image_mask, deterministic=True) -> TaskOutput``.
 
   ``head_variant`` "neurips" has the weight-normed VQA head; "12in1" has the GeLU/LayerNorm
-  heads plus the GQA, NLVR2-pair and entailment heads.
+  heads plus the GQA, NLVR2-pair and entailment heads. With ``cfg.task_specific_tokens`` pass
+  ``task_ids=[B]`` too; ``mlm_logits`` and ``text_token_logits`` then have T+1 rows (row 1 is
+  the task token), as in the original.
   """
 
   cfg: ViLBERTConfig  # Model configuration.
@@ -56,11 +58,14 @@ class ViLBERTForVLTasks(nn.Module):
   def __call__(self, input_ids: jax.Array, token_type_ids: Optional[jax.Array] = None,
                attention_mask: Optional[jax.Array] = None, image_feat: jax.Array = None,
                image_loc: jax.Array = None, image_mask: Optional[jax.Array] = None, *,
-               deterministic: bool = True,
+               task_ids: Optional[jax.Array] = None, deterministic: bool = True,
                text_hidden: Optional[jax.Array] = None) -> TaskOutput:
-    """``text_hidden``: a precomputed ``ViLBERTModel.text_prefix`` (two-stream only)."""
+    """``task_ids [B]``: the original's task ids (``cfg.task_specific_tokens`` only).
+    ``text_hidden``: a precomputed ``ViLBERTModel.text_prefix`` (two-stream only)."""
     image_mask = default_image_mask(image_feat, image_mask)
     extra = {} if text_hidden is None else {"text_hidden": text_hidden}
+    if task_ids is not None:
+      extra["task_ids"] = task_ids
     out = self.backbone(input_ids, token_type_ids, attention_mask, image_feat, image_loc,
                         image_mask, deterministic=deterministic, **extra)
 

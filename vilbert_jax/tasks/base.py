@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from vilbert_jax.config import ViLBERTConfig
+from vilbert_jax.config import NUM_TASK_TOKENS, ViLBERTConfig
 from vilbert_jax.data.tasks import LOADER_ITEMS
 from vilbert_jax.data.tfds_io import SplitData
 from vilbert_jax.data.tokenizer import Tokenizer
@@ -80,6 +80,9 @@ class Task(abc.ABC):
   targets: ClassVar[tuple[str, ...]] = ()  # Batch keys besides the model inputs the loss reads.
   progress_metric: ClassVar[str] = "accuracy"  # Shown next to the loss in the progress bar.
   trainable: ClassVar[bool] = True  # False: evaluation only (zero-shot).
+  # The original 12-in-1 code's id of this task: its row of the task-token table
+  # (``config.task.task_id`` overrides it; used by models with ``task_specific_tokens``).
+  task_id: ClassVar[Optional[int]] = None
 
   def __init__(self, config: ml_collections.ConfigDict, metadata: Mapping[str, Any]):
     self.config = config
@@ -99,14 +102,43 @@ class Task(abc.ABC):
     """Extra arguments of this task's ``data.task_loader``."""
     return {}
 
+  def task_token_row(self, key: str, default: Optional[int]) -> int:
+    """``config.task.<key>`` if set (non-zero), else ``default``; checked against the table."""
+    task_id = int(self.config.task.get(key, 0)) or default
+    if task_id is None:
+      raise ValueError(f"task {self.name!r} has no 12-in-1 task id: set --config.task.{key} "
+                       "to use a model with task tokens")
+    if not 0 < task_id < NUM_TASK_TOKENS:
+      raise ValueError(f"config.task.{key}={task_id} is not a task-token row (1 to "
+                       f"{NUM_TASK_TOKENS - 1})")
+    return task_id
+
+  @property
+  def configured_task_id(self) -> int:
+    """The task-token row this run uses: ``config.task.task_id``, 0 = the class's ``task_id``."""
+    return self.task_token_row("task_id", self.task_id)
+
+  def task_ids(self, shape: tuple[int, ...]) -> jax.Array:
+    """Task ids of a batch whose text is ``[*shape, T]`` (``[B]`` or ``[B, K]`` options)."""
+    return jnp.full(shape, self.configured_task_id, jnp.int32)
+
   def forward(self, model: nn.Module, params: Any, batch: Batch,
               rng: Optional[jax.Array]) -> Any:
-    """Model output on the batch's (flattened) pairs; ``rng`` None = no dropout."""
+    """Model output on the batch's (flattened) pairs; ``rng`` None = no dropout.
+
+    A model with task tokens gets ``task_ids`` in the order of the flattened pairs: the
+    batch's own ``task_ids`` (``[B]`` or ``[B, K]``) if it has them, else ``task_ids(...)``.
+    """
     inputs, _ = flat_model_inputs(batch)
+    kwargs = self.model_kwargs(batch)
+    if model.cfg.task_specific_tokens:
+      ids = batch.get("task_ids")
+      if ids is None:
+        ids = self.task_ids(batch["input_ids"].shape[:-1])
+      kwargs["task_ids"] = jnp.reshape(ids, -1)
     return model.apply({"params": params}, *(inputs[k] for k in MODEL_INPUTS),
                        deterministic=rng is None,
-                       rngs=None if rng is None else {"dropout": rng},
-                       **self.model_kwargs(batch))
+                       rngs=None if rng is None else {"dropout": rng}, **kwargs)
 
   def model_kwargs(self, batch: Batch) -> dict[str, jax.Array]:
     """Keyword arguments of the model call taken from the batch (none by default)."""

@@ -31,6 +31,7 @@ class RefCOCOPlus(Task):
   outputs = ("grounding_logits",)
   targets = ("target", "region_iou", "region_boxes")
   progress_metric = "accuracy"
+  task_id = 10  # 12-in-1 "TASK10" (refcoco+)
 
   def loss(self, out, batch):
     loss = grounding_loss(out.grounding_logits, batch["target"])

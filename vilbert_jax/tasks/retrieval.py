@@ -65,7 +65,9 @@ class RetrievalEvaluator:
     """``splits``: the split names to evaluate (default ``config.data.eval_splits``)."""
     self.task = task
     config = task.config
-    self.scorer = PairScorer(model, score_fn, config.eval.caption_block, config.eval.image_block)
+    task_id = task.configured_task_id if model.cfg.task_specific_tokens else None
+    self.scorer = PairScorer(model, score_fn, config.eval.caption_block, config.eval.image_block,
+                             task_id)
     self.pools = {name: train_data.retrieval_pool(config, train_data.open_dataset(config, name),
                                                   tok)
                   for name in splits or config.data.eval_splits}
@@ -92,6 +94,7 @@ class Retrieval(Task):
   outputs = ("retrieval_score",)
   targets = ("label",)
   progress_metric = "accuracy"
+  task_id = 8  # 12-in-1 "TASK8" (RetrievalFlickr30k; COCO retrieval is 7)
 
   def loss(self, out, batch):
     logits = out.retrieval_score.reshape(-1, 4)

@@ -4,12 +4,13 @@ Each item holds 8 (image, text) pairs: the question with each of the 4 answers, 
 question plus the correct answer with each of the 4 rationales (SPEC 4). ``retrieval_score``
 (the original ``vil_logit``, ``Dense(d -> 1)`` on the pooled vector) scores each pair; a softmax
 over each group of 4 gives the cross-entropy. The loss is the sum of the two (the original
-trains the two as separate tasks of one model).
+trains the two as separate tasks of one model, with their own task ids 5 and 6).
 """
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from vilbert_jax import metrics
@@ -31,6 +32,16 @@ class VCR(Task):
   outputs = ("retrieval_score",)
   targets = ("label", "rationale_label")
   progress_metric = "q_a_accuracy"
+  # 12-in-1 trains Q->A and QA->R as two tasks, "TASK5" (VCR_Q-A) and "TASK6" (VCR_QA-R);
+  # neither is among the 12 tasks of the released multi-task model.
+  task_id = 5  # Q->A pairs (config.task.task_id overrides).
+  rationale_task_id = 6  # QA->R pairs (config.task.rationale_task_id overrides).
+
+  def task_ids(self, shape):
+    """``[B, 8]``: the Q->A id on the 4 answer pairs, the QA->R id on the 4 rationale pairs."""
+    rationale = self.task_token_row("rationale_task_id", self.rationale_task_id)
+    per_option = jnp.array([self.configured_task_id] * 4 + [rationale] * 4, jnp.int32)
+    return jnp.broadcast_to(per_option, shape)
 
   def loss(self, out, batch):
     qa, qar = answer_and_rationale_logits(out.retrieval_score)

@@ -48,6 +48,7 @@ class VQA(Task):
   outputs = ("vqa_logits",)
   targets = ("target",)
   progress_metric = "soft_score"
+  task_id = 1  # 12-in-1 "TASK1" (VQA v2)
 
   def __init__(self, config, metadata):
     super().__init__(config, metadata)

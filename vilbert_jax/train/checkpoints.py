@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 import signal
 import threading
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import grain
 import jax
@@ -30,29 +30,52 @@ class Checkpoints:
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
-  def save(self, step: int, state: TrainState, data_iterator: Any) -> None:
-    """Saves (blocking until written) unless this step is already saved."""
+  def save(self, step: int, state: TrainState, data_iterator: Any,
+           extra: Optional[Mapping[str, Any]] = None) -> None:
+    """Saves (blocking until written) unless this step is already saved.
+
+    ``data_iterator``: one grain iterator, or a mapping name -> iterator (several streams);
+    ``extra``: JSON-able host state saved alongside (read back with ``extra``).
+    """
     if step in self.manager.all_steps():
       return
     args = {"state": ocp.args.StandardSave(state)}
-    if data_iterator is not None:
-      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    for name, iterator in _iterators(data_iterator).items():
+      args[name] = grain.checkpoint.CheckpointSave(iterator)
+    if extra is not None:
+      args["extra"] = ocp.args.JsonSave(dict(extra))
     self.manager.save(step, args=ocp.args.Composite(**args))
     self.manager.wait_until_finished()
 
   def restore(self, abstract_state: TrainState, data_iterator: Any,
               step: Optional[int] = None) -> TrainState:
-    """Restores into ``abstract_state``'s shardings; sets ``data_iterator``'s position."""
+    """Restores into ``abstract_state``'s shardings; sets the position of ``data_iterator``
+    (one iterator or a mapping, as saved)."""
     step = self.latest_step() if step is None else step
     args = {"state": ocp.args.StandardRestore(abstract_state)}
-    if data_iterator is not None:
-      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    for name, iterator in _iterators(data_iterator).items():
+      args[name] = grain.checkpoint.CheckpointRestore(iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return restored["state"]
+
+  def extra(self, step: Optional[int] = None) -> dict:
+    """The ``extra`` JSON saved with ``step`` (default: the latest)."""
+    step = self.latest_step() if step is None else step
+    restored = self.manager.restore(step, args=ocp.args.Composite(extra=ocp.args.JsonRestore()))
+    return dict(restored["extra"])
 
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _iterators(data_iterator: Any) -> dict[str, Any]:
+  """Checkpoint item name -> iterator: "data" for one, "data_<name>" for a mapping."""
+  if data_iterator is None:
+    return {}
+  if isinstance(data_iterator, Mapping):
+    return {f"data_{name}": it for name, it in data_iterator.items()}
+  return {"data": data_iterator}
 
 
 def abstract_like(state: TrainState, shardings: TrainState) -> TrainState:

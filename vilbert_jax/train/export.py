@@ -5,7 +5,8 @@ Layout (a params directory, see ``vilbert_jax.params_io``, plus ``task.json``)::
     export/params/      Orbax params tree
     export/model.json   model config and head variant (``params_io.ModelSpec``)
     export/task.json    {"task", "answer_vocab", "tokenizer", "max_text_len",
-                         "num_visual_tokens"}; a tokenizer file is copied next to it
+                         "num_visual_tokens", "task_id" (task-token models, else null)};
+                        a tokenizer file is copied next to it
 
 ``--config.init_checkpoint=<workdir>`` and ``vilbert_jax.predict.Predictor.load`` read it.
 """
@@ -47,5 +48,6 @@ def export_params(directory: pathlib.Path, params: Any, run: Any) -> pathlib.Pat
         "tokenizer": tokenizer,
         "max_text_len": config.data.max_text_len,
         "num_visual_tokens": config.data.num_visual_tokens,
+        "task_id": run.task.configured_task_id if run.cfg.task_specific_tokens else None,
     }, indent=2))
   return directory

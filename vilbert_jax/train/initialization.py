@@ -24,7 +24,8 @@ def overlay_params(fresh: Any, loaded: Any, source: str) -> tuple[Any, LoadRepor
   """Takes every parameter of ``loaded`` that ``fresh`` also has (same shape), keeps the rest.
 
   A shared path with a different shape is an error; paths only in ``loaded`` are reported
-  as ignored (e.g. pretraining heads when fine-tuning).
+  as ignored (e.g. pretraining heads when fine-tuning), except a task-token table, which a
+  model without task tokens cannot silently drop (its outputs would change).
   """
   fresh_flat = flax.traverse_util.flatten_dict(fresh, sep="/")
   loaded_flat = flax.traverse_util.flatten_dict(loaded, sep="/")
@@ -33,6 +34,11 @@ def overlay_params(fresh: Any, loaded: Any, source: str) -> tuple[Any, LoadRepor
                 if k in fresh_flat and np.shape(v) != np.shape(fresh_flat[k])]
   if mismatched:
     raise ValueError(f"{source} does not fit the model: " + "; ".join(mismatched[:8]))
+  tokens = [k for k in loaded_flat if k.endswith("/task_embeddings/embedding")]
+  if tokens and tokens[0] not in fresh_flat:
+    raise ValueError(f"{source} has 12-in-1 task tokens ({tokens[0]}) but the model has none: "
+                     "set --config.model.task_specific_tokens=True (each task then reads its "
+                     "own row, config.task.task_id)")
   out = {k: np.asarray(loaded_flat[k], dtype=np.asarray(v).dtype) if k in loaded_flat else v
          for k, v in fresh_flat.items()}
   report = LoadReport(loaded=tuple(sorted(k for k in fresh_flat if k in loaded_flat)),
