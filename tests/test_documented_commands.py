@@ -2,8 +2,8 @@
 
 The commands are extracted from the ```bash blocks of both READMEs (continuation lines joined,
 trailing comments dropped, `&&` chains split). Each must equal the `command` of exactly one
-entry of `RUNNERS` (or be in `EXCLUDED`, with its reason): a documented command without a
-runner fails `test_every_documented_command_has_a_runner`, so a new command cannot go
+entry of `RUNNERS` (or be in `EXCLUDED`, with its reason, or in `RUN_ELSEWHERE`, naming the
+test that runs it with the set-up it needs): a documented command without a runner fails `test_every_documented_command_has_a_runner`, so a new command cannot go
 untested. A runner writes the tiny inputs the command reads, in the real file formats; the
 command then runs with the documented paths replaced by paths under the test's folder
 (`SUBSTITUTED`) and with only the size flags of `APPENDED` added; the runner checks what it
@@ -16,6 +16,7 @@ module (`Docs.run` remembers results), so later commands read what earlier ones 
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import importlib
@@ -45,6 +46,45 @@ EXCLUDED = {
     "pip install -r requirements.txt":
         "sets up the environment this test runs in (and would change the shared one)",
     "bash scripts/test.sh": "is CI itself, which runs this test",
+}
+
+# Documented commands run as written by another test (it needs its own set-up: a fresh virtual
+# environment, the Beam environment, the detector, a multi-task run): command -> that test.
+_INSTALL_TEST = "tests/test_install.py::test_readme_install_section_runs_outside_the_checkout"
+_EXTRACT_TEST = "tests/test_extract.py::test_from_image_files_to_vqa_answers"
+_MULTITASK_TEST = ("tests/test_multitask.py::"
+                   "test_launch_trains_multitask_then_fine_tunes_a_single_task")
+RUN_ELSEWHERE = {
+    'pip install ".[train]"': _INSTALL_TEST,
+    "vilbert-convert original --checkpoint tests/fixtures/original_small.npz --config "
+    "tests/fixtures/original_small_config.json --output /tmp/vilbert_small": _INSTALL_TEST,
+    "python examples/custom_head.py --params /tmp/vilbert_small": _INSTALL_TEST,
+    "vilbert-build vilbert_synthetic_scenes --data_dir /tmp/tfds --feature_dim 64": _INSTALL_TEST,
+    "vilbert-launch --config configs/pretrain_synthetic.py --workdir /tmp/demo "
+    "--config.data.data_dir=/tmp/tfds --config.num_train_steps=4 --config.data.worker_count=0 "
+    "--config.eval.num_batches=1 --config.eval.retrieval_images=8": _INSTALL_TEST,
+    "python -m vilbert_jax.convert original --checkpoint multi_task_model.bin --config "
+    "bert_base_6layer_6conect.json --output /ckpt/12in1":
+        "tests/test_task_tokens.py::test_readme_evaluates_the_multi_task_checkpoint_per_task",
+    "python launch.py --config configs/refcoco_plus.py --workdir /tmp/12in1_refcoco_plus "
+    "--config.mode=eval --config.init_checkpoint=/ckpt/12in1 --config.task.head_variant=12in1 "
+    "--config.model.task_specific_tokens=True":
+        "tests/test_task_tokens.py::test_readme_evaluates_the_multi_task_checkpoint_per_task",
+    "python launch.py --config configs/multitask_synthetic.py --workdir /tmp/multitask "
+    "--config.init_checkpoint=/tmp/vilbert_demo": _MULTITASK_TEST,
+    "python launch.py --config configs/multitask_synthetic.py --workdir /tmp/vqa_from_multitask "
+    "--config.init_checkpoint=/tmp/multitask --config.multitask.order='(\"vqa\",)'":
+        _MULTITASK_TEST,
+    "python -m vilbert_jax.convert frcnn --checkpoint pytorch_model.bin --config config.yaml "
+    "--output /ckpt/frcnn_vg":
+        "tests/test_detection.py::test_convert_cli_writes_a_detector_directory",
+    "python -m vilbert_jax.detection.extract --images /data/coco/train2014 --detector "
+    "/ckpt/frcnn_vg --output /data/vqa/features_trainval.tsv --image_ids digits": _EXTRACT_TEST,
+    "python -m tfds_builders.build vilbert_vqa2 --manual_dir /data/vqa --data_dir /data/tfds "
+    "--feature_dim 2048": _EXTRACT_TEST,
+    "python -m tfds_builders.build vilbert_conceptual_captions --manual_dir /data/cc --data_dir "
+    "/data/tfds --float16 --beam_runner local --beam_workers 2":
+        "tests/test_beam_build.py::test_documented_command_two_worker_processes",
 }
 
 # Documented path -> path under the test's folder. The three TFDS data dirs are one folder, so
@@ -594,12 +634,19 @@ def docs(tmp_path_factory):
 
 def test_every_documented_command_has_a_runner():
   documented = documented_commands()
-  missing = [f"{c}  ({', '.join(w)})" for c in documented
-             if c not in EXCLUDED and not any(r.command == c for r in RUNNERS)]
+  missing = [f"{c}  ({', '.join(w)})" for c, w in documented.items()
+             if c not in EXCLUDED and c not in RUN_ELSEWHERE
+             and not any(r.command == c for r in RUNNERS)]
   assert not missing, "documented commands without a runner in this file:\n" + "\n".join(missing)
   stale = [r.command for r in RUNNERS if r.command not in documented]
   assert not stale, "runners of commands no README documents any more:\n" + "\n".join(stale)
   assert set(EXCLUDED) <= set(documented), set(EXCLUDED) - set(documented)
+  assert set(RUN_ELSEWHERE) <= set(documented), set(RUN_ELSEWHERE) - set(documented)
+  for command, test_id in RUN_ELSEWHERE.items():  # the named test exists
+    path, name = test_id.split("::")
+    tree = ast.parse((ROOT / path).read_text())
+    assert any(isinstance(node, ast.FunctionDef) and node.name == name
+               for node in tree.body), f"{test_id} (runs {command}) does not exist"
   for command, flags in APPENDED.items():
     assert command in documented, command
     written = {a.split("=")[0] for a in shlex.split(command)}
