@@ -4,10 +4,11 @@ The commands are extracted from the ```bash blocks of both READMEs (continuation
 trailing comments dropped, `&&` chains split). Each must equal the `command` of exactly one
 entry of `RUNNERS` (or be in `EXCLUDED`, with its reason, or in `RUN_ELSEWHERE`, naming the
 test that runs it with the set-up it needs): a documented command without a runner fails
-`test_every_documented_command_has_a_runner`, so a new command cannot go untested. A runner writes the tiny inputs the command reads, in the real file formats; the
-command then runs with the documented paths replaced by paths under the test's folder
-(`SUBSTITUTED`) and with only the size flags of `APPENDED` added; the runner checks what it
-printed and wrote. Adding a runner is one `Runner(...)` entry.
+`test_every_documented_command_has_a_runner`, so a new command cannot go untested. A runner
+writes the tiny inputs the command reads, in the real file formats; the command then runs with
+the documented paths replaced by paths under the test's folder (`SUBSTITUTED`) and with only
+the size flags of `APPENDED` added; the runner checks what it printed and wrote. Adding a
+runner is one `Runner(...)` entry.
 
 Commands run in this process through their entry points (`python -m M ARGS` -> `M.main(ARGS)`;
 `python launch.py ARGS` -> absl flags parsed from ARGS, then `launch.main`), so the imports and
