@@ -11,9 +11,9 @@ the size flags of `APPENDED` added; the runner checks what it printed and wrote.
 runner is one `Runner(...)` entry.
 
 Commands run in this process through their entry points (`python -m M ARGS` -> `M.main(ARGS)`;
-`python launch.py ARGS` -> absl flags parsed from ARGS, then `launch.main`), so the imports and
-compiled programs are shared; anything else runs through bash. Each command runs once per
-module (`Docs.run` remembers results), so later commands read what earlier ones wrote.
+`python launch.py ARGS` -> absl flags parsed from ARGS, then `vilbert_jax.launch.main`), so the
+imports and compiled programs are shared; anything else runs through bash. Each command runs
+once per module (`Docs.run` remembers results), so later commands read what earlier ones wrote.
 """
 from __future__ import annotations
 
@@ -294,10 +294,7 @@ def _module_main(name: str):
 def _launch(argv: List[str]) -> int:
   """`python launch.py ARGS` in this process: absl flags from ARGS, then `launch.main`."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-  if "launch" not in sys.modules:
-    spec = importlib.util.spec_from_file_location("launch", ROOT / "launch.py")
-    sys.modules["launch"] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sys.modules["launch"])
+  launch = importlib.import_module("vilbert_jax.launch")  # what launch.py runs
   saved, was_parsed = sys.argv, flags.FLAGS.is_parsed()
   sys.argv = argv  # config_flags finds the --config.* overrides in sys.argv
   try:
@@ -305,7 +302,7 @@ def _launch(argv: List[str]) -> int:
     for name in [n for n in flags.FLAGS if n.startswith("config.")]:  # the last run's
       delattr(flags.FLAGS, name)  # overrides, defined again by this parse
     flags.FLAGS(argv)
-    sys.modules["launch"].main([])
+    launch.main([])
   finally:
     sys.argv = saved
     flags.FLAGS.unparse_flags()
