@@ -5,19 +5,21 @@ import json
 import os
 import pathlib
 import signal
+import socket
+import time
 import types
 
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 import safetensors.numpy
 
-from train_utils import tiny_config
+from train_utils import launch, tiny_config, tiny_flags
 from vilbert_jax.convert.hf_bert import bert_rules
 from vilbert_jax.train import benchmark, trainer
 from vilbert_jax.train import data as train_data
+from vilbert_jax.train.checkpoints import restore_on_host
 from vilbert_jax.train.metric_writers import MetricWriter
 
 # Two log lines and no retrieval: these runs test the loop, not the evaluation.
@@ -39,8 +41,7 @@ def _saved_steps(workdir):
 
 
 def _params_at(workdir, step):
-  with ocp.StandardCheckpointer() as ckpt:
-    state = ckpt.restore(pathlib.Path(workdir).absolute() / "checkpoints" / str(step) / "state")
+  state = restore_on_host(pathlib.Path(workdir) / "checkpoints" / str(step) / "state")
   return flax.traverse_util.flatten_dict(state["params"], sep="/")
 
 
@@ -139,3 +140,98 @@ def test_bert_lr_multiplier_applies_to_exactly_what_was_loaded(data_dir, tmp_pat
   trained = [p for p in after_2 if p not in loaded
              and not np.array_equal(after_1[p], after_2[p])]
   assert "region_head/decoder/kernel" in trained
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _launch_two(data_dir, workdir, flags):
+  """Two ``launch.py`` processes of one job (2 CPU devices each) on ``workdir``."""
+  port = _free_port()
+  env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+  return [launch(*tiny_flags(data_dir, workdir, *flags,
+                             f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+                             "--config.distributed.num_processes=2",
+                             f"--config.distributed.process_id={i}"), env=env)
+          for i in range(2)]
+
+
+def _outputs(procs):
+  outputs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
+  return outputs
+
+
+def test_two_processes_stop_at_the_same_step_when_only_one_is_signalled(data_dir, tmp_path):
+  """SIGTERM reaches process 1 only: both save the same step (a multiple of the check
+  interval), exit 0, and the resumed job ends with exactly the parameters of a job that was
+  never stopped."""
+  steps = 12
+  flags = [f"--config.{k}={v}" for k, v in {
+      "num_train_steps": steps, "log_every_steps": 1, "checkpoint_every_steps": 100,
+      "eval.retrieval_images": 0, "eval.num_batches": 1, "stop_check_every_steps": 2}.items()]
+  train_data.open_dataset(tiny_config(data_dir), "train")  # built once, before both start
+
+  interrupted = tmp_path / "interrupted"
+  procs = _launch_two(data_dir, interrupted, flags)
+  metrics_file = interrupted / "metrics.jsonl"
+  deadline = time.time() + 600
+  while not (metrics_file.exists() and metrics_file.read_text()) and time.time() < deadline:
+    if procs[1].poll() is not None:
+      break
+    time.sleep(0.02)
+  procs[1].send_signal(signal.SIGTERM)
+  outputs = _outputs(procs)
+  assert "received SIGTERM: saved checkpoint at step" in outputs[1], outputs[1][-2000:]
+  assert "another process received a stop signal: saved checkpoint at step" in outputs[0]
+  stopped = [int(o.split("saved checkpoint at step ")[1].split(",")[0]) for o in outputs]
+  assert stopped[0] == stopped[1] and stopped[0] % 2 == 0 and stopped[0] < steps, stopped
+  assert _saved_steps(interrupted) == [stopped[0]]
+
+  _outputs(_launch_two(data_dir, interrupted, flags))
+  logged = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+  assert [m["step"] for m in logged if m["split"] == "train"] == list(range(1, steps + 1))
+
+  straight = tmp_path / "straight"
+  _outputs(_launch_two(data_dir, straight, flags))
+  resumed, reference = _params_at(interrupted, steps), _params_at(straight, steps)
+  assert resumed.keys() == reference.keys()
+  for path in reference:
+    np.testing.assert_array_equal(resumed[path], reference[path], err_msg=path)
+
+
+def _one_update(config, batch):
+  run = trainer.setup(config, num_examples=64, devices=jax.devices()[:1])
+  step = run.jit_train_step(donate=False)
+  with jax.set_mesh(run.mesh):
+    state, metrics = step(run.state, train_data.to_global(batch, run.mesh))
+  return jax.device_get((state.params, metrics))
+
+
+def test_gradient_accumulation_gives_the_full_batch_update(data_dir):
+  """k=2 micro-batches with equally many masked words and regions (so the mean of their
+  masked-loss means is the full batch's mean), no dropout: the same losses and gradient norm
+  (rtol 1e-5) and the same updated parameters (rtol 1e-5, atol 1e-7) as one batch of 16."""
+  no_dropout = {f"model.{k}": 0.0 for k in (
+      "hidden_dropout_prob", "v_hidden_dropout_prob", "attention_probs_dropout_prob",
+      "v_attention_probs_dropout_prob")}
+  config = tiny_config(data_dir, **no_dropout)
+  cfg = trainer.model_config(config)
+  batch = benchmark.synthetic_batch(cfg, 16, config.data.max_text_len,
+                                    config.data.num_visual_tokens)
+  rng = np.random.default_rng(1)
+  labels = batch["masked_lm_labels"]
+  labels[8:] = np.where(labels[:8] >= 0, rng.integers(0, cfg.vocab_size, labels[:8].shape), -1)
+  batch["image_label"][8:] = batch["image_label"][:8]
+  assert not np.array_equal(batch["input_ids"][:8], batch["input_ids"][8:])
+  full_params, full = _one_update(config, batch)
+  config.grad_accum_steps = 2
+  accum_params, accum = _one_update(config, batch)
+  for key in ("loss/total", "loss/masked_lm", "loss/masked_region", "loss/alignment",
+              "grad_norm"):
+    np.testing.assert_allclose(accum[key], full[key], rtol=1e-5, err_msg=key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               accum_params, full_params)

@@ -57,6 +57,18 @@ class Checkpoints:
     self.manager.close()
 
 
+def restore_on_host(directory: str | pathlib.Path) -> Any:
+  """A saved state (``<workdir>/checkpoints/<step>/state``) as host arrays, whatever the
+  devices and processes it was saved from (a plain restore insists on the saving topology)."""
+  directory = pathlib.Path(directory).absolute()
+  metadata = ocp.StandardCheckpointHandler().metadata(directory)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        metadata)
+  with ocp.StandardCheckpointer() as checkpointer:
+    return jax.device_get(checkpointer.restore(directory, target))
+
+
 def abstract_like(state: TrainState, shardings: TrainState) -> TrainState:
   """ShapeDtypeStructs with shardings: what ``restore`` fills."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),

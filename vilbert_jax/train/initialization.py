@@ -11,12 +11,12 @@ from typing import Any
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.convert.hf_bert import LoadReport, hf_bert_to_flax
 from vilbert_jax.convert.io import load_state_dict
 from vilbert_jax.params_io import load_params
+from vilbert_jax.train.checkpoints import restore_on_host
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,7 @@ def load_checkpoint_params(path: str) -> Any:
     raise FileNotFoundError(
         f"{path} is neither a params directory (model.json + params/, from python -m "
         "vilbert_jax.convert) nor a vilbert_jax run's workdir (export/ or checkpoints/)")
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(directory / "checkpoints" / str(steps[-1]) / "state")
-  return jax.device_get(state["params"])
+  return restore_on_host(directory / "checkpoints" / str(steps[-1]) / "state")["params"]
 
 
 def initial_params(init: Any, cfg: ViLBERTConfig, bert_checkpoint: str = "",
