@@ -44,7 +44,15 @@ def test_pretraining_learns_and_writes_metrics(data_dir, tmp_path):
               "learning_rate", "grad_norm", "examples_per_s"):
     assert np.isfinite(train[-1][key]), key
   assert final["zero_shot/chance_R@1"] == pytest.approx(100 / 8)
-  assert 0 <= final["zero_shot/R@1"] <= final["zero_shot/R@5"] <= 100
+  # The reported retrieval numbers are those of the written rankings (8 captions, 8 images).
+  rankings = json.loads((tmp_path / "pretraining_validation_rankings.json").read_text())
+  ranks = np.array([r["rank"] for r in rankings])
+  assert len(ranks) == 8 and all(r["top_images"][r["rank"] - 1] == r["image_index"]
+                                 for r in rankings)
+  for k in (1, 5, 10):
+    assert final[f"zero_shot/R@{k}"] == pytest.approx(100 * np.mean(ranks <= k))
+  assert final["zero_shot/mean_rank"] == pytest.approx(ranks.mean())
+  assert json.loads((tmp_path / "eval_metrics.json").read_text()) == {"step": 40, **final}
   assert _metrics(tmp_path, "eval")[-1]["step"] == 40
   assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   assert (tmp_path / "checkpoints" / "40").is_dir()
