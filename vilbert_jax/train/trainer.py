@@ -255,6 +255,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           break
     history = checked_history()
     checkpoints.save(step, state, train_iter)
+    batch = None  # the last batch's shared memory (grain workers) is released now, not at exit
     train_data.close_iterator(train_iter)
     if step == run.steps:
       eval_metrics = _final_evaluation(evaluator, state, workdir_path, writer)
