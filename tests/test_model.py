@@ -178,6 +178,14 @@ def test_activations_stay_split_over_batch_under_the_rules():
   assert y.sharding.is_equivalent_to(split, x.ndim), y.sharding
 
 
+def _spec(spec) -> tuple:
+  """A PartitionSpec as a tuple without trailing Nones (they mean the same)."""
+  axes = tuple(spec)
+  while axes and axes[-1] is None:
+    axes = axes[:-1]
+  return axes
+
+
 def test_init_on_8_device_mesh_places_params_per_axis_rules():
   assert jax.device_count() == 8
   cfg = vj.preset("tiny")
@@ -195,10 +203,13 @@ def test_init_on_8_device_mesh_places_params_per_axis_rules():
   assert q.addressable_shards[0].data.shape == (48, 16)
   emb = params["backbone"]["text_embeddings"]["word_embeddings"]["embedding"]
   assert emb.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp")
-  # Every parameter got a sharding from the rules (none left to XLA's choice).
-  specs = jax.tree.leaves(jax.tree.map(lambda s: s.spec, shardings["params"]),
-                          is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-  assert len(specs) == len(jax.tree.leaves(params))
+  # Every parameter is created with logical axis names and placed as the rules map them.
+  boxed = jax.tree.leaves(jax.eval_shape(model.init, jax.random.key(0), *_batch(cfg))["params"],
+                          is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  assert all(isinstance(x, nn.Partitioned) for x in boxed)
+  expected = [_spec(nn.logical_to_mesh_axes(x.names, sharding.DEFAULT_RULES)) for x in boxed]
+  assert [_spec(x.sharding.spec) for x in jax.tree.leaves(params)] == expected
+  assert [_spec(s.spec) for s in jax.tree.leaves(shardings["params"])] == expected
   # The sharded model computes what the unsharded one does.
   plain = model.apply({"params": jax.device_get(params)}, *_batch(cfg))
   with jax.set_mesh(mesh):

@@ -50,7 +50,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                    "1.1.0": "VQA question ids (unique per split), answer types; answers "
                             "stored normalised."}
   BUILDER_CONFIGS = [
-      SyntheticScenesConfig(name="default", description="128-d features, 20 classes."),
+      SyntheticScenesConfig(
+          name="default",
+          description="20 classes; 128-d features unless feature_dim is changed."),
       SyntheticScenesConfig(name="paper_shapes", feature_dim=2048, num_train=2000,
                             num_validation=200, num_test=200,
                             description="2048-d features like bottom-up-attention."),

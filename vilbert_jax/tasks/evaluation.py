@@ -47,6 +47,7 @@ def padded_batches(loader: Any, batch_size: int, num_batches: int
            for k, v in batch.items()}
     out["valid"] = (np.arange(batch_size) < n).astype(np.int32)
     yield out
+  train_data.close_iterator(iterator)  # workers and their prefetched batches freed now
 
 
 def predict_split(predict_step: Callable, params: Any, split: SplitData, task: Any,

@@ -82,7 +82,8 @@ class PretrainingEvaluator:
                                            seed=self.config.seed + 1, num_epochs=1,
                                            shuffle=False)
     sums, batches, label_counts = collections.defaultdict(float), 0, collections.Counter()
-    for batch in loader:
+    iterator = iter(loader)
+    for batch in iterator:
       device_batch = train_data.to_global({k: batch[k] for k in self.keys}, self.mesh)
       metrics = jax.device_get(self.eval_step(params, device_batch))
       for k, v in metrics.items():
@@ -92,6 +93,7 @@ class PretrainingEvaluator:
       batches += 1
       if batches == self.config.eval.num_batches:
         break
+    train_data.close_iterator(iterator)  # its workers' prefetched batches are freed now
     if not batches:
       raise ValueError(f"eval split {self.split.name!r} gave no full batch of "
                        f"{self.config.batch_size}")

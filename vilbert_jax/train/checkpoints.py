@@ -14,7 +14,9 @@ from typing import Any, Mapping, Optional
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from vilbert_jax.train.state import TrainState
 
@@ -78,6 +80,18 @@ def _iterators(data_iterator: Any) -> dict[str, Any]:
   return {"data": data_iterator}
 
 
+def restore_on_host(directory: str | pathlib.Path) -> Any:
+  """A saved state (``<workdir>/checkpoints/<step>/state``) as host arrays, whatever the
+  devices and processes it was saved from (a plain restore insists on the saving topology)."""
+  directory = pathlib.Path(directory).absolute()
+  metadata = ocp.StandardCheckpointHandler().metadata(directory)
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        metadata)
+  with ocp.StandardCheckpointer() as checkpointer:
+    return jax.device_get(checkpointer.restore(directory, target))
+
+
 def abstract_like(state: TrainState, shardings: TrainState) -> TrainState:
   """ShapeDtypeStructs with shardings: what ``restore`` fills."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
@@ -85,9 +99,18 @@ def abstract_like(state: TrainState, shardings: TrainState) -> TrainState:
 
 
 class StopRequest:
-  """Set by SIGTERM (preemption) or SIGINT; the loop saves a checkpoint and exits cleanly."""
+  """Set by SIGTERM (preemption) or SIGINT; the loop saves a checkpoint and exits cleanly.
 
-  def __init__(self):
+  With several processes, a signal may reach one process only, or each at a different step:
+  ``agreed(step)`` combines the flags of all processes (a tiny all-gather) every
+  ``check_every`` steps, so that every process stops after the same step and joins the same
+  collective checkpoint save. One process needs no collective and stops at the next step.
+  """
+
+  def __init__(self, check_every: int = 1):
+    if check_every < 1:
+      raise ValueError(f"stop_check_every_steps={check_every} must be at least 1")
+    self.check_every = check_every
     self._event = threading.Event()
     self.signal_name: Optional[str] = None
     self._previous = {}
@@ -108,4 +131,20 @@ class StopRequest:
     self._event.set()
 
   def __bool__(self) -> bool:
+    """Whether this process received a stop signal."""
     return self._event.is_set()
+
+  def agreed(self, step: int) -> bool:
+    """Whether every process stops after ``step`` (the same answer on all of them; every
+    process must call this at every step)."""
+    if jax.process_count() == 1:
+      return bool(self)
+    if step % self.check_every:
+      return False
+    flags = multihost_utils.process_allgather(np.asarray(bool(self), np.int32))
+    return bool(np.any(flags))
+
+  @property
+  def reason(self) -> str:
+    return (f"received {self.signal_name}" if self.signal_name
+            else "another process received a stop signal")

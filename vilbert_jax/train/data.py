@@ -112,3 +112,11 @@ def retrieval_pool(config: ml_collections.ConfigDict, split: data_lib.SplitData,
   keep = np.concatenate([np.flatnonzero(captions["image_index"] == i)[:per_image]
                          for i in range(len(images["image_feat"]))])
   return RetrievalPool({k: v[keep] for k, v in captions.items()}, images)
+
+
+def close_iterator(iterator) -> None:
+  """Stops a grain iterator's worker processes and frees their shared-memory batches now
+  (otherwise Python warns about leaked shared_memory objects at exit)."""
+  inner = getattr(iterator, "_iterator", iterator)  # grain.DataLoaderIterator wraps it
+  if hasattr(inner, "close"):
+    inner.close()

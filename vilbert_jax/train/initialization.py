@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -10,14 +11,17 @@ from typing import Any
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.convert.hf_bert import LoadReport, hf_bert_to_flax
 from vilbert_jax.convert.io import load_state_dict
 from vilbert_jax.params_io import load_params
+from vilbert_jax.train.checkpoints import restore_on_host
 
 log = logging.getLogger(__name__)
+
+# In a run's workdir: what the start-up load took from which checkpoint (``save_report``).
+REPORT_FILE = "initialization.json"
 
 
 def overlay_params(fresh: Any, loaded: Any, source: str) -> tuple[Any, LoadReport]:
@@ -60,9 +64,7 @@ def load_checkpoint_params(path: str) -> Any:
     raise FileNotFoundError(
         f"{path} is neither a params directory (model.json + params/, from python -m "
         "vilbert_jax.convert) nor a vilbert_jax run's workdir (export/ or checkpoints/)")
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(directory / "checkpoints" / str(steps[-1]) / "state")
-  return jax.device_get(state["params"])
+  return restore_on_host(directory / "checkpoints" / str(steps[-1]) / "state")["params"]
 
 
 def initial_params(init: Any, cfg: ViLBERTConfig, bert_checkpoint: str = "",
@@ -84,3 +86,27 @@ def initial_params(init: Any, cfg: ViLBERTConfig, bert_checkpoint: str = "",
     return init, None
   log.info("initialised from %s: %s", bert_checkpoint or vilbert_checkpoint, report.summary())
   return params, report
+
+
+def save_report(workdir: pathlib.Path, source: str, kind: str, report: LoadReport) -> None:
+  """Writes ``workdir/initialization.json``: ``{"source", "kind" ("bert" | "vilbert"),
+  "loaded", "fresh", "ignored"}`` (process 0 only). A resumed run reads ``loaded`` back to
+  give ``init.bert_lr_multiplier`` to the very same parameters."""
+  if jax.process_index() != 0:
+    return
+  workdir.mkdir(parents=True, exist_ok=True)
+  record = {"source": source, "kind": kind, "loaded": list(report.loaded),
+            "fresh": list(report.fresh), "ignored": list(report.ignored)}
+  (workdir / REPORT_FILE).write_text(json.dumps(record, indent=1))
+
+
+def bert_loaded_paths(workdir: pathlib.Path) -> tuple[str, ...]:
+  """The parameter paths a run's start took from BERT (``save_report``), for resuming it."""
+  path = workdir / REPORT_FILE
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path} is missing: it records which parameters were loaded from "
+        "init.bert_checkpoint (they get init.bert_lr_multiplier); resume with the workdir the "
+        "run started in")
+  record = json.loads(path.read_text())
+  return tuple(record["loaded"]) if record["kind"] == "bert" else ()

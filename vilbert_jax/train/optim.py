@@ -24,11 +24,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# Parameters that come from BERT when pretraining starts from it (the original gives them 0.1x).
-BERT_PARAMETERS = (r"^backbone/text_embeddings/", r"^backbone/encoder/text_layers_\d+/",
-                   r"^masked_lm_head/")
-
-
 def path_of(key_path: Sequence[Any]) -> str:
   """``a/b/c`` of a ``jax.tree_util`` key path."""
   return "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in key_path)

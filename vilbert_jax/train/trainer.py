@@ -13,7 +13,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
+import re
 import time
 from typing import Any, Optional, Sequence
 
@@ -31,13 +33,17 @@ from vilbert_jax.train import data as train_data
 from vilbert_jax.train import optim
 from vilbert_jax.train.checkpoints import Checkpoints, StopRequest, abstract_like
 from vilbert_jax.train.export import export_params
-from vilbert_jax.train.initialization import initial_params
+from vilbert_jax.train.initialization import (REPORT_FILE, bert_loaded_paths, initial_params,
+                                              save_report)
 from vilbert_jax.train.metric_writers import MetricWriter
 from vilbert_jax.train.state import (TrainState, abstract_train_state, create_train_state,
                                      with_params)
 from vilbert_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
+
+
+EVAL_METRICS_FILE = "eval_metrics.json"  # in the workdir: the latest evaluation, with its step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -67,13 +73,16 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
   return max(1, int(config.num_epochs * num_examples // config.batch_size))
 
 
-def optimizer_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """The optimiser block with the BERT learning-rate multiplier folded into its regexes."""
+def optimizer_config(config: ml_collections.ConfigDict,
+                     bert_loaded: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The optimiser block with ``init.bert_lr_multiplier`` on exactly the parameter paths in
+  ``bert_loaded`` (those the BERT checkpoint filled, from the load report), after the
+  config's own multipliers (the first matching regex wins)."""
   opt = ml_collections.ConfigDict(config.optimizer.to_dict())
   mult = config.init.bert_lr_multiplier
-  if config.init.bert_checkpoint and mult != 1.0:
+  if bert_loaded and mult != 1.0:
     opt.lr_multipliers = tuple(opt.lr_multipliers) + tuple(
-        (p, mult) for p in optim.BERT_PARAMETERS)
+        (f"^{re.escape(path)}$", mult) for path in bert_loaded)
   return opt
 
 
@@ -104,6 +113,13 @@ class Run:
         return step(state, batch)
     return jax.jit(step_with_rules, in_shardings=(self.shardings, None),
                    out_shardings=(self.shardings, None), donate_argnums=0 if donate else ())
+
+  def with_bert_loaded(self, bert_loaded: Sequence[str]) -> "Run":
+    """This run with ``init.bert_lr_multiplier`` on the ``bert_loaded`` parameter paths (the
+    optimiser state keeps its structure: multipliers are constants of the update)."""
+    opt = optimizer_config(self.config, bert_loaded)
+    tx, schedule = optim.make_optimizer(opt, self.state.params, self.steps)
+    return dataclasses.replace(self, tx=tx, schedule=schedule)
 
 
 def setup(config: ml_collections.ConfigDict, num_examples: int,
@@ -140,16 +156,20 @@ def _check_finite(history: list[dict], first_step: int) -> None:
                                "stopping (lower the learning rate or check the data)")
 
 
-def _starting_params(run: Run, state: TrainState) -> TrainState:
-  """``state`` with ``config.init_checkpoint`` / ``init.bert_checkpoint`` laid over its params."""
+def _starting_params(run: Run, state: TrainState, workdir: pathlib.Path
+                     ) -> tuple[TrainState, tuple[str, ...]]:
+  """``state`` with ``config.init_checkpoint`` / ``init.bert_checkpoint`` laid over its params
+  (the load report saved in ``workdir``), and the parameter paths taken from BERT."""
   config = run.config
   params, report = initial_params(jax.device_get(state.params), run.cfg,
                                   config.init.bert_checkpoint, config.init_checkpoint)
   if report is None:
-    return state
+    return state, ()
+  kind = "bert" if config.init.bert_checkpoint else "vilbert"
+  save_report(workdir, config.init.bert_checkpoint or config.init_checkpoint, kind, report)
   if jax.process_index() == 0:
-    print(report.summary())
-  return with_params(state, params, run.shardings)
+    print(f"{report.summary()} (list: {workdir / REPORT_FILE})")
+  return with_params(state, params, run.shardings), report.loaded if kind == "bert" else ()
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -177,51 +197,66 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   run = setup(config, train_split.task_items(task.train_items).total,
               metadata=train_split.metadata)
   train_iter = iter(task.train_loader(train_split, tok, seed=config.seed))
-  state = run.state
   if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(abstract_like(state, run.shardings), train_iter)
+    state = checkpoints.restore(abstract_like(run.state, run.shardings), train_iter)
     log.info("resumed from step %d", int(state.step))
+    bert_loaded = bert_loaded_paths(workdir_path) if config.init.bert_checkpoint else ()
   else:
-    state = _starting_params(run, state)
+    state, bert_loaded = _starting_params(run, run.state, workdir_path)
+  if bert_loaded:
+    run = run.with_bert_loaded(bert_loaded)
 
   train_step = run.jit_train_step()
   evaluator = task.evaluator(run.model, run.mesh, tok)
   writer = MetricWriter(workdir_path)
   step = int(state.step)
-  history: list[dict] = []
+  history: list[dict] = []  # metrics of the steps since the last log line (device arrays)
   last_log_time, last_log_step = time.time(), step
   eval_metrics: dict[str, float] = {}
   is_main = jax.process_index() == 0
 
-  with StopRequest() as stop, jax.set_mesh(run.mesh), nn.logical_axis_rules(
-      sharding.DEFAULT_RULES), tqdm.tqdm(total=run.steps, initial=step, disable=not is_main,
-                                         desc=f"train {task.name}", dynamic_ncols=True) as bar:
-    while step < run.steps:
-      batch = next(train_iter)
-      state, metrics = train_step(
-          state, train_data.to_global({k: batch[k] for k in task.device_keys}, run.mesh))
-      history.append(metrics)
-      step += 1
-      bar.update(1)
-      if step % config.log_every_steps == 0 or step == run.steps:
-        history = jax.device_get(history)
-        _check_finite(history, step - len(history) + 1)
-        now = time.time()
-        mean = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
-        mean["examples_per_s"] = (step - last_log_step) * config.batch_size / (now - last_log_time)
-        writer.write(step, "train", mean)
-        bar.set_postfix(loss=f"{mean['loss/total']:.3f}",
-                        **{task.progress_metric: f"{mean[task.progress_metric]:.2f}"})
-        history, last_log_time, last_log_step = [], now, step
-      if config.eval_every_steps and step % config.eval_every_steps == 0 and step < run.steps:
-        eval_metrics = evaluator.run(state.params)
-        writer.write(step, "eval", eval_metrics)
-      if step % config.checkpoint_every_steps == 0 or stop:
-        checkpoints.save(step, state, train_iter)
-      if stop:
-        print(f"received {stop.signal_name}: saved checkpoint at step {step}, stopping")
-        break
+  def checked_history() -> list[dict]:
+    """The pending metrics on the host, after stopping on a non-finite loss among them."""
+    pending = jax.device_get(history)
+    _check_finite(pending, step - len(pending) + 1)
+    return pending
+
+  with StopRequest(config.stop_check_every_steps) as stop, jax.set_mesh(run.mesh), \
+      nn.logical_axis_rules(sharding.DEFAULT_RULES):
+    with tqdm.tqdm(total=run.steps, initial=step, disable=not is_main,
+                   desc=f"train {task.name}", dynamic_ncols=True) as bar:
+      while step < run.steps:
+        batch = next(train_iter)
+        state, metrics = train_step(
+            state, train_data.to_global({k: batch[k] for k in task.device_keys}, run.mesh))
+        history.append(metrics)
+        step += 1
+        bar.update(1)
+        if step % config.log_every_steps == 0 or step == run.steps:
+          history = checked_history()
+          now = time.time()
+          mean = {k: float(np.mean([h[k] for h in history])) for k in history[0]}
+          mean["examples_per_s"] = ((step - last_log_step) * config.batch_size
+                                    / (now - last_log_time))
+          writer.write(step, "train", mean)
+          bar.set_postfix(loss=f"{mean['loss/total']:.3f}",
+                          **{task.progress_metric: f"{mean[task.progress_metric]:.2f}"})
+          history, last_log_time, last_log_step = [], now, step
+        if (config.eval_every_steps and step % config.eval_every_steps == 0
+            and step < run.steps):
+          eval_metrics = evaluator.run(state.params)
+          writer.write(step, "eval", eval_metrics)
+        stopping = stop.agreed(step)
+        if step % config.checkpoint_every_steps == 0 or stopping:
+          history = checked_history()  # a non-finite state is never saved
+          checkpoints.save(step, state, train_iter)
+        if stopping:
+          print(f"{stop.reason}: saved checkpoint at step {step}, stopping")
+          break
+    history = checked_history()
     checkpoints.save(step, state, train_iter)
+    batch = None  # the last batch's shared memory (grain workers) is released now, not at exit
+    train_data.close_iterator(train_iter)
     if step == run.steps:
       eval_metrics = _final_evaluation(evaluator, state, workdir_path, writer)
       export_params(workdir_path / "export", state.params, run)
@@ -230,22 +265,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_main:
     print(f"checkpoints: {checkpoints.directory}\nmetrics:     {writer.jsonl_path}\n"
           f"tensorboard: {writer.tensorboard_dir}")
+    if eval_metrics:
+      print(f"eval:        {workdir_path / EVAL_METRICS_FILE}\n"
+            f"export:      {workdir_path / 'export'}")
   return eval_metrics
 
 
 def _final_evaluation(evaluator: Any, state: TrainState, workdir: pathlib.Path,
                       writer: MetricWriter) -> dict[str, float]:
   """Evaluates ``state``; writes ``eval_metrics.json``, a metrics line and prediction files."""
+  result = workdir / EVAL_METRICS_FILE
+  is_main = jax.process_index() == 0
+  if is_main:  # a failed evaluation must not leave an older result looking current
+    result.unlink(missing_ok=True)
   metrics = evaluator.run(state.params)
   step = int(state.step)
   writer.write(step, "eval", metrics)
   paths = evaluator.write_predictions(str(workdir))
-  if jax.process_index() == 0:
-    (workdir / "eval_metrics.json").write_text(json.dumps({"step": step, **metrics}, indent=2))
-    print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+  if is_main:
+    tmp = result.with_name(result.name + ".tmp")
+    tmp.write_text(json.dumps({"step": step, **metrics}, indent=2))
+    os.replace(tmp, result)  # atomic: the file is complete or absent
+    print(metrics_summary(step, metrics))
     for path in paths:
       print(f"predictions: {path}")
   return metrics
+
+
+def metrics_summary(step: int, metrics: dict[str, float]) -> str:
+  """The held-out metrics as an aligned table, one per line."""
+  width = max(map(len, metrics), default=0)
+  lines = [f"  {k:<{width}}  {v:.4g}" for k, v in sorted(metrics.items())]
+  return "\n".join([f"held-out evaluation at step {step}:", *lines])
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -261,7 +312,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   if checkpoints.latest_step() is not None:
     state = checkpoints.restore(abstract_like(run.state, run.shardings), None)
   elif config.init_checkpoint:
-    state = _starting_params(run, run.state)
+    state, _ = _starting_params(run, run.state, workdir_path)
   else:
     raise FileNotFoundError(f"no checkpoint in {checkpoints.directory} and no "
                             "--config.init_checkpoint: nothing to evaluate")
