@@ -24,6 +24,7 @@ from vilbert_jax.train import data as train_data
 from vilbert_jax.train.checkpoints import Checkpoints
 from vilbert_jax.train.initialization import load_checkpoint_params
 from vilbert_jax.train.stop_and_go import StopAndGo, StopAndGoConfig
+from vilbert_jax.train.trainer import NonFiniteLossError
 
 NO_DROPOUT = {f"model.{k}": 0.0 for k in ("hidden_dropout_prob", "v_hidden_dropout_prob",
                                           "attention_probs_dropout_prob",
@@ -390,3 +391,15 @@ def test_run_without_vqa_keeps_the_checkpoints_vqa_head(finished, data_dir):
   assert multitask._checkpoint_answers(str(workdir)) == len(vocab)
   assert multitask._checkpoint_answers(str(workdir / "export")) == len(vocab)
   assert multitask._checkpoint_answers("") is None
+
+
+def test_non_finite_loss_stops_before_the_checkpoint_is_saved(data_dir, tmp_path):
+  """Losses not yet logged are checked before every save: a diverged state is never saved."""
+  config = tiny_multitask_config(data_dir, order=("refcoco_plus",), num_train_steps=3,
+                                 checkpoint_every_steps=2, log_every_steps=10)
+  config.multitask.tasks.refcoco_plus.learning_rate = 1e30
+  config.multitask.head_learning_rate = 1e30
+  with pytest.raises(NonFiniteLossError, match="refcoco_plus by iteration 2"):
+    multitask.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints" / "2").exists()
+  assert not (tmp_path / "eval_metrics.json").exists()

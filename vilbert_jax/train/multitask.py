@@ -84,6 +84,7 @@ from vilbert_jax.train.initialization import initial_params
 from vilbert_jax.train.metric_writers import MetricWriter
 from vilbert_jax.train.state import TrainState, create_train_state, with_params
 from vilbert_jax.train.stop_and_go import StopAndGo, StopAndGoConfig
+from vilbert_jax.train import trainer
 from vilbert_jax.train.trainer import NonFiniteLossError, model_config, sample_inputs
 
 log = logging.getLogger(__name__)
@@ -540,6 +541,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return device_batch(t, iter(run.tasks[t].train_loader(splits[t], tok, seed=config.seed)))
 
   def save() -> None:
+    for t, s in enumerate(specs):  # a non-finite state is never saved
+      if histories[t]:
+        _check_finite(s.key, jax.device_get(histories[t]), iteration)
     checkpoints.save(iteration, state, iterators, extra={
         "iteration": iteration, "schedule_step": schedule_step, "task_updates": task_updates,
         "controllers": controllers.state_dict()})
@@ -549,8 +553,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"(epoch = {run.epoch_length}); passes: "
           + ", ".join(f"{s.key} {n}" for s, n in zip(specs, run.pass_lengths))
           + "; loss scales: " + ", ".join(f"{s.key} {x:g}" for s, x in zip(specs, run.scales)))
-  with StopRequest() as stop, jax.set_mesh(run.mesh), nn.logical_axis_rules(
-      sharding.DEFAULT_RULES):
+  if is_main:  # a run that fails must not leave an older result looking current
+    (workdir_path / trainer.EVAL_METRICS_FILE).unlink(missing_ok=True)
+  with StopRequest(config.stop_check_every_steps) as stop, jax.set_mesh(run.mesh), \
+      nn.logical_axis_rules(sharding.DEFAULT_RULES):
     while iteration < run.total_iterations:
       active = controllers.trains(iteration)
       if any(active):
@@ -595,19 +601,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(iteration, "eval", line)
       if resets_after(iteration, run.epoch_length, controllers.config.reset_after_epochs):
         controllers.reset_all()
-      if iteration % config.checkpoint_every_steps == 0 or stop:
+      stopping = stop.agreed(iteration)  # the same on every process
+      if iteration % config.checkpoint_every_steps == 0 or stopping:
         save()
-      if stop:
-        print(f"received {stop.signal_name}: saved checkpoint at iteration {iteration}, "
-              "stopping")
+      if stopping:
+        print(f"{stop.reason}: saved checkpoint at iteration {iteration}, stopping")
         break
     save()
     if iteration == run.total_iterations:
       for t, s in enumerate(specs):
         evaluators[t].write_predictions(str(workdir_path / s.key))
       if is_main:
-        (workdir_path / "eval_metrics.json").write_text(
-            json.dumps({"iteration": iteration, **eval_metrics}, indent=2))
+        trainer.write_json_atomically(workdir_path / trainer.EVAL_METRICS_FILE,
+                                      {"iteration": iteration, **eval_metrics})
         print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
       export_multitask(workdir_path / "export", state.params, run)
   checkpoints.close()

@@ -283,13 +283,18 @@ def _final_evaluation(evaluator: Any, state: TrainState, workdir: pathlib.Path,
   writer.write(step, "eval", metrics)
   paths = evaluator.write_predictions(str(workdir))
   if is_main:
-    tmp = result.with_name(result.name + ".tmp")
-    tmp.write_text(json.dumps({"step": step, **metrics}, indent=2))
-    os.replace(tmp, result)  # atomic: the file is complete or absent
+    write_json_atomically(result, {"step": step, **metrics})
     print(metrics_summary(step, metrics))
     for path in paths:
       print(f"predictions: {path}")
   return metrics
+
+
+def write_json_atomically(path: pathlib.Path, record: dict) -> None:
+  """Writes ``record`` as JSON to ``path`` so that the file is either complete or absent."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(record, indent=2))
+  os.replace(tmp, path)
 
 
 def metrics_summary(step: int, metrics: dict[str, float]) -> str:
