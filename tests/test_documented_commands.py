@@ -40,13 +40,33 @@ import pytest
 from data_fixtures import write_manual_dir
 
 ROOT = pathlib.Path(__file__).parents[1]
-DOCUMENTS = ("README.md", "vilbert_jax/data/README.md")
+DOCUMENTS = ("README.md", "vilbert_jax/data/README.md", "vilbert_jax/detection/README.md")
 
 # Documented commands that are not run here, each with its reason.
 EXCLUDED = {
     "pip install -r requirements.txt":
         "sets up the environment this test runs in (and would change the shared one)",
     "bash scripts/test.sh": "is CI itself, which runs this test",
+    "python -m venv --system-site-packages .venv-beam":
+        "sets up the Beam environment; scripts/test.sh (CI) runs exactly this before the Beam "
+        "tests",
+    "python scripts/benchmark_vs_original.py --original_repo /tmp/vilbert-multi-task":
+        "needs the original PyTorch code (never copied here) and torch, in a throwaway "
+        "environment",
+    "python scripts/benchmark_vs_original.py --original_repo /tmp/vilbert-multi-task "
+    "--config.model.matmul_dtype=bfloat16":
+        "needs the original PyTorch code (never copied here) and torch, in a throwaway "
+        "environment",
+    "python scripts/benchmark_retrieval.py --preset base --captions 16 --images 64":
+        "the full-size model: minutes of compiling and ~100 s of scoring on 2 cores; the same "
+        "script runs with --preset tiny here",
+    "PYTHONPATH=. .venv-beam/bin/python scripts/benchmark_build.py --num_images 2000":
+        "times 2,000-image builds in the Beam environment (minutes); the Beam builds it times "
+        "are tests/test_beam_build.py's",
+    "nice -n 10 python scripts/benchmark_detector.py --repeats 1":
+        "the full-size detector: ~25 s of CPU per image; the detector itself is "
+        "tests/test_detection.py's",
+    "bash scripts/gpu_check.sh --detector": "needs a GPU (its --smoke mode is the CPU check)",
 }
 
 # Documented commands run as written by another test (it needs its own set-up: a fresh virtual
@@ -126,6 +146,10 @@ VQA_FINETUNE = ("python launch.py --config configs/vqa.py --workdir /ckpt/vqa "
                 "--config.init_checkpoint=/ckpt/cc --config.data.data_dir=/data/tfds "
                 "--config.data.tokenizer=/bert/vocab.txt")
 
+BENCH_DATA = "python scripts/benchmark_data.py --workers 0,1,2,3 --num_batches 100"
+BENCH_DATA_FLOAT16 = "python scripts/benchmark_data.py --workers 0,2 --float16 --num_batches 100"
+_BENCH_DATA_SIZES = ("--num_images=32", "--build_workers=0", "--batch_size=4")
+
 # The size-only flags appended to commands that would be too slow at full size: the written
 # module and flags all stay; these only shrink the model, the data and the number of steps.
 APPENDED: Dict[str, Tuple[str, ...]] = {
@@ -146,6 +170,8 @@ APPENDED: Dict[str, Tuple[str, ...]] = {
     "python launch.py --config configs/zeroshot_flickr30k.py --workdir /tmp/zs "
     "--config.init_checkpoint=/ckpt/cc --config.data.data_dir=/data/tfds "
     "--config.data.tokenizer=/bert/vocab.txt": _TINY_MODEL + ("--config.eval.batch_size=8",),
+    BENCH_DATA: _BENCH_DATA_SIZES,
+    BENCH_DATA_FLOAT16: _BENCH_DATA_SIZES,
 }
 
 
@@ -182,8 +208,13 @@ def _strip_comment(line: str) -> str:
   return line
 
 
+# An inline code span is a command when it starts like one and passes a flag.
+_INLINE_COMMAND = re.compile(r"(python|bash|nice|PYTHONPATH=|XLA_FLAGS=)\S*\s.*\s--")
+
+
 def documented_commands() -> Dict[str, List[str]]:
-  """Command -> where it is documented ("README.md:15"), for every ```bash block."""
+  """Command -> where it is documented ("README.md:15"): every command of every ```bash block,
+  and every inline code span (outside fenced blocks) that is a whole command with flags."""
   found: Dict[str, List[str]] = {}
   for doc in DOCUMENTS:
     text = (ROOT / doc).read_text()
@@ -191,7 +222,21 @@ def documented_commands() -> Dict[str, List[str]]:
       line = text[:match.start()].count("\n") + 1
       for command in _join_lines(match.group(1)):
         found.setdefault(command, []).append(f"{doc}:{line}")
+    prose = re.sub(r"^```.*?^```", lambda m: "\n" * m.group(0).count("\n"), text,
+                   flags=re.S | re.M)
+    for match in re.finditer(r"`([^`]+)`", prose):
+      command = " ".join(match.group(1).split())
+      if _INLINE_COMMAND.match(command):
+        line = prose[:match.start()].count("\n") + 1
+        found.setdefault(command, []).append(f"{doc}:{line}")
   return found
+
+
+def test_inline_commands_are_found_and_mentions_are_not():
+  assert _INLINE_COMMAND.match("python scripts/x.py --n 1")
+  assert _INLINE_COMMAND.match("XLA_FLAGS=--a=8 python launch.py --config c.py")
+  assert not _INLINE_COMMAND.match("python launch.py")
+  assert not _INLINE_COMMAND.match("--config.mode=eval")
 
 
 def test_extraction_joins_continuations_and_drops_comments():
@@ -545,6 +590,22 @@ def check_zeroshot(docs: Docs, run: Run) -> None:
   assert 0 <= metrics["R@1"] <= metrics["R@5"] <= 100, metrics
 
 
+def check_benchmark_data(docs: Docs, run: Run) -> None:
+  del docs
+  assert run.rc == 0, run.out
+  assert "build from TSV, 0 decoding workers:" in run.out, run.out
+  workers = re.search(r"--workers (\S+)", run.command).group(1).split(",")
+  rates = re.findall(r"pretraining batches, (\d+) workers: (\d+) examples/s", run.out)
+  assert [w for w, _ in rates] == workers and all(int(r) > 0 for _, r in rates), run.out
+
+
+def check_benchmark_retrieval(docs: Docs, run: Run) -> None:
+  del docs
+  assert run.rc == 0, run.out
+  line = json.loads(next(l for l in run.out.splitlines() if l.startswith("{")))
+  assert line["pairs_per_s"] > 0 and line["pairs"] == 64 * 128, line
+
+
 def check_show_record(docs: Docs, run: Run) -> None:
   del docs
   assert run.rc == 0, run.out
@@ -602,6 +663,10 @@ RUNNERS = [
            "--config.init_checkpoint=/ckpt/cc --config.data.data_dir=/data/tfds "
            "--config.data.tokenizer=/bert/vocab.txt", check_zeroshot, inputs=write_manual_dirs,
            after=(PRETRAIN_CC, "vilbert_flickr30k")),
+    Runner(BENCH_DATA, check_benchmark_data),
+    Runner(BENCH_DATA_FLOAT16, check_benchmark_data),
+    Runner("python scripts/benchmark_retrieval.py --preset tiny --captions 64 --images 128",
+           check_benchmark_retrieval),
     # vilbert_jax/data/README.md
     Runner("python -m vilbert_jax.data.inspect store /data/cc/features_train.tsv "
            "--feature_dim 2048", check_store(8), inputs=write_cc),
