@@ -31,6 +31,17 @@ def random_record(rng: np.random.Generator, image_id: str, num_boxes: int = 12,
                         640, 480, prob / prob.sum(1, keepdims=True))
 
 
+def assert_same_record(a: RegionFeatures, b: RegionFeatures) -> None:
+  """Two records hold the same image: id, size, features, boxes and class distribution."""
+  assert a.image_id == b.image_id and (a.image_w, a.image_h) == (b.image_w, b.image_h)
+  np.testing.assert_array_equal(a.features, b.features)
+  np.testing.assert_array_equal(a.boxes, b.boxes)
+  if a.cls_prob is None:
+    assert b.cls_prob is None
+  else:
+    np.testing.assert_array_equal(a.cls_prob, b.cls_prob)
+
+
 def write_tsv(path, ids, seed=0, feature_dim=8, num_classes=5, **kw) -> dict:
   """A bottom-up-attention TSV of random records for `ids`; returns image_id -> record."""
   rng = np.random.default_rng(seed)

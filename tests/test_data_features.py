@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from data_fixtures import random_record
+from data_fixtures import assert_same_record, random_record
 from vilbert_jax.data import store_reader
 from vilbert_jax.data.features import (FeatureStoreError, UnsafePickleError, encode_tsv_line,
                                        open_feature_store, safe_loads)
@@ -17,16 +17,6 @@ from vilbert_jax.data.features import (FeatureStoreError, UnsafePickleError, enc
 def _records(n=4, **kw):
   rng = np.random.default_rng(0)
   return [random_record(rng, str(100 + i), num_boxes=10 + i, **kw) for i in range(n)]
-
-
-def _assert_same(a, b):
-  assert a.image_id == b.image_id and (a.image_w, a.image_h) == (b.image_w, b.image_h)
-  np.testing.assert_array_equal(a.features, b.features)
-  np.testing.assert_array_equal(a.boxes, b.boxes)
-  if a.cls_prob is None:
-    assert b.cls_prob is None
-  else:
-    np.testing.assert_array_equal(a.cls_prob, b.cls_prob)
 
 
 def _write_tsv(path, records, lines=()):
@@ -43,10 +33,10 @@ def test_tsv_round_trip_random_access_and_streaming(tmp_path):
   _write_tsv(path, records)
   store = open_feature_store(str(path), feature_dim=8)
   assert len(store) == 4 and "102" in store and "7" not in store
-  _assert_same(records[2], store["102"])
-  _assert_same(records[2], store[102])
+  assert_same_record(records[2], store["102"])
+  assert_same_record(records[2], store[102])
   for a, b in zip(records, store):
-    _assert_same(a, b)
+    assert_same_record(a, b)
 
 
 def test_tsv_folder_and_optional_cls_prob(tmp_path):
@@ -129,7 +119,7 @@ def test_lmdb_pickle_msgpack_and_keys_list(tmp_path):
   store = open_feature_store(str(tmp_path / "feats.lmdb"), feature_dim=8)
   assert store.keys() == ["100", "101", "102"]
   for a, b in zip(records, store):
-    _assert_same(a, b)
+    assert_same_record(a, b)
 
 
 class _Exploit:
@@ -174,7 +164,7 @@ def test_npz_and_npy_folders(tmp_path):
   store = open_feature_store(str(tmp_path))
   assert store.keys() == ["100", "101"]
   for a, b in zip(records, store):
-    _assert_same(a, b)
+    assert_same_record(a, b)
   np.savez(tmp_path / "7.npz", features=np.ones((2, 8)))
   with pytest.raises(FeatureStoreError, match=r"7.npz.*lacks arrays \['boxes'"):
     store = open_feature_store(str(tmp_path))["7"]
@@ -199,5 +189,5 @@ def test_raw_records_decode_in_worker_processes(tmp_path):
   decoded = list(store_reader.images(store, ids, skips, num_workers=2))
   assert [i for i, _ in decoded] == ids[:-1]
   for a, (_, b) in zip(records, decoded):
-    _assert_same(a, b)
+    assert_same_record(a, b)
   assert skips.skipped == ["image_id 404 is not in " + str(tmp_path / "feats.lmdb")]

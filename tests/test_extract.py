@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from data_fixtures import random_record
+from data_fixtures import assert_same_record, random_record
 from tfds_builders.build import main as build_main
 from train_utils import TINY
 from vilbert_jax.convert.__main__ import main as convert_main
@@ -30,16 +30,6 @@ from vilbert_jax.predict import Predictor
 extraction = importlib.import_module("vilbert_jax.detection.extract")
 ROOT = pathlib.Path(__file__).parents[1]
 FORMATS = {"tsv": "feats.tsv", "lmdb": "feats.lmdb", "npz": "feats"}
-
-
-def _assert_same(a, b):
-  assert a.image_id == b.image_id and (a.image_w, a.image_h) == (b.image_w, b.image_h)
-  np.testing.assert_array_equal(a.features, b.features)
-  np.testing.assert_array_equal(a.boxes, b.boxes)
-  if a.cls_prob is None:
-    assert b.cls_prob is None
-  else:
-    np.testing.assert_array_equal(a.cls_prob, b.cls_prob)
 
 
 # ----------------------------------------------------------------------------- writers
@@ -61,7 +51,7 @@ def test_writer_round_trips_and_appends(tmp_path, fmt):
   expected = {r.image_id: r for r in records + [no_prob]}
   assert sorted(store.keys()) == sorted(expected)
   for record in store:
-    _assert_same(expected[record.image_id], record)
+    assert_same_record(expected[record.image_id], record)
   if fmt == "lmdb":  # The originals' pickled `keys` list, in write order.
     assert store.keys() == ["0", "1", "nop", "2", "3", "4"]
 
@@ -225,7 +215,7 @@ def test_run_writes_every_image_once_and_resumes(tmp_path, fmt):
   assert sorted(store.keys()) == [f"img{i:02d}" for i in range(7)]
   for key, path in images:
     expected = fake_extract([load_image(path).bgr])[0]
-    _assert_same(RegionFeatures(key, *list(vars(expected).values())[1:]), store[key])
+    assert_same_record(RegionFeatures(key, *list(vars(expected).values())[1:]), store[key])
 
 
 def test_bad_images_stop_naming_the_file_or_are_counted(tmp_path):
