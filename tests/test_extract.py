@@ -121,8 +121,9 @@ def _bad_images(folder):
   whole.unlink()
   Image.fromarray(np.ones((8, 8), np.float32)).save(folder / "float.tiff")
   _draw(folder / "huge.png", size=(400, 300))
+  Image.new("RGB", (1001, 2)).save(folder / "sliver.png")  # resized, its height would be 1 px
   return {"empty.jpg": "empty", "notes.png": "undecodable", "truncated.jpg": "undecodable",
-          "float.tiff": "unsupported_mode", "huge.png": "huge"}
+          "float.tiff": "unsupported_mode", "huge.png": "huge", "sliver.png": "degenerate"}
 
 
 def test_load_image_converts_like_opencv_and_names_bad_files(tmp_path):

@@ -4,8 +4,9 @@ Decoding is Pillow's. Colour handling follows OpenCV's ``cv2.imread(path, IMREAD
 the bottom-up-attention features were extracted with: the EXIF orientation is applied, alpha is
 dropped, grayscale and palette images are replicated to three channels, CMYK is converted to
 RGB, and 16-bit images keep their high byte (value >> 8). Files that cannot be decoded, are
-empty, hold 32-bit integer or float pixels, or have more than ``max_pixels`` pixels raise
-`ImageError` naming the file and the reason; `ImageError.kind` is one of `ERROR_KINDS`.
+empty, hold 32-bit integer or float pixels, have more than ``max_pixels`` pixels, or are so
+elongated (one side over ``MAX_ASPECT`` times the other) that resizing for the detector would
+leave the short side under 2 pixels raise `ImageError` naming the file and the reason; `ImageError.kind` is one of `ERROR_KINDS`.
 """
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ _CONVERTED = {"1": "grayscale", "L": "grayscale", "LA": "grayscale", "La": "gray
               "P": "palette", "PA": "palette", "RGBA": None, "RGBa": None, "RGBX": None,
               "RGB": None, "CMYK": "CMYK", "YCbCr": None}
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
-ERROR_KINDS = ("unreadable", "empty", "undecodable", "huge", "unsupported_mode")
+# Longest side over shortest side beyond which an image cannot be resized for the detector
+# (longer side <= 1000: the shorter side would be under 2 pixels, or 0).
+MAX_ASPECT = 500
+ERROR_KINDS = ("unreadable", "empty", "undecodable", "huge", "unsupported_mode", "degenerate")
 
 
 class ImageError(ValueError):
@@ -52,7 +56,8 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
 
   Raises:
     ImageError: naming `path`, for a file that cannot be read or decoded, is empty, has more
-      than `max_pixels` pixels, or holds 32-bit integer / float pixels.
+      than `max_pixels` pixels, holds 32-bit integer / float pixels, or is thinner than
+      1:`MAX_ASPECT`.
   """
   try:
     size = os.path.getsize(path)
@@ -68,6 +73,9 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
         if width * height > max_pixels:
           raise ImageError(path, "huge", f"{width}x{height} = {width * height:,} pixels, more "
                            f"than the limit of {max_pixels:,} (--max_pixels)")
+        if max(width, height) > MAX_ASPECT * min(width, height):
+          raise ImageError(path, "degenerate", f"{width}x{height} pixels: one side is more than "
+                           f"{MAX_ASPECT} times the other, too thin to resize for the detector")
         image = ImageOps.exif_transpose(image)
         return _to_bgr(path, image)
   except Image.DecompressionBombError as e:
