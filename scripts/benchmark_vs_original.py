@@ -16,8 +16,10 @@ Per round, one step of each side runs, alternating, so both see the same machine
 - original ``step``: the same plus ``clip_grad_norm_(1.0)`` and ``torch.optim.AdamW``;
 - ours: ``launch.py --config.mode=benchmark``'s step (forward, three losses, backward,
   global-norm clipping, AdamW), compiled once before the rounds.
-Prints one JSON line: median seconds of each over the rounds after ``--warmup`` rounds, and
-``speedup`` = original step / ours (the like-for-like ratio). torch uses ``--threads`` threads
+Prints one JSON line: median wall seconds (``*_s``) and CPU seconds of the process, all
+threads (``*_cpu_s``: meaningful on busy cores, where wall time is not) of each over the
+rounds after ``--warmup`` rounds, and ``speedup`` = original step / ours in wall time (the
+like-for-like ratio). torch uses ``--threads`` threads
 (default: every core, as XLA:CPU does).
 """
 from __future__ import annotations
@@ -38,12 +40,17 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vilbert_jax.config import ViLBERTConfig  # noqa: E402
+from vilbert_jax.train import host_memory  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/pretrain_cc.py", "model + shapes")
 _ORIGINAL = flags.DEFINE_string("original_repo", None, "checkout of the original ViLBERT code")
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "timed rounds (one step of each side per round)")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds first")
 _THREADS = flags.DEFINE_integer("threads", os.cpu_count(), "torch intra-op threads")
+_KEEP_FREED = flags.DEFINE_bool(
+    "keep_freed_host_memory", True,
+    "glibc keeps freed memory for reuse (vilbert_jax/train/host_memory.py), for both sides: "
+    "the process's allocator, as launch.py sets it")
 _MODEL_JSON = flags.DEFINE_string(
     "model_json", "tests/fixtures/bert_base_6layer_6conect.json",
     "the architecture of both sides, in the original's JSON format")
@@ -87,22 +94,27 @@ class OriginalStep:
         masked_lm_labels=t["masked_lm_labels"].long(), image_label=t["image_label"].long(),
         image_target=t["image_target"], next_sentence_label=t["alignment_label"].long())
 
-  def fwd_bwd(self) -> float:
-    t0 = time.perf_counter()
+  def fwd_bwd(self) -> None:
     self.optimizer.zero_grad(set_to_none=True)
     sum(loss.sum() for loss in self.model(**self.inputs)).backward()
-    return time.perf_counter() - t0
 
-  def step(self) -> float:
-    t0 = time.perf_counter()
+  def step(self) -> None:
     self.fwd_bwd()
     self.torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
     self.optimizer.step()
-    return time.perf_counter() - t0
+
+
+def _timed(fn) -> tuple[float, float]:
+  """(wall seconds, CPU seconds of this process: all its threads) of one call of ``fn``."""
+  wall, cpu = time.perf_counter(), time.process_time()
+  fn()
+  return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main(argv):
   del argv
+  if _KEEP_FREED.value:  # before either side starts threads
+    host_memory.keep_freed_memory()
   # Imported here so that the flags above parse first (and jax picks up XLA_FLAGS).
   from vilbert_jax.train import benchmark  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
@@ -114,17 +126,22 @@ def main(argv):
                                     ours.num_visual)
   original = OriginalStep(_import_original(_ORIGINAL.value), _MODEL_JSON.value, batch,
                           _THREADS.value)
-  times = {"original_fwd_bwd_s": [], "original_step_s": [], "ours_step_s": []}
+  sides = {"original_fwd_bwd": original.fwd_bwd, "original_step": original.step,
+           "ours_step": ours}
+  times = {f"{side}_{kind}": [] for side in sides for kind in ("s", "cpu_s")}
   for i in range(_WARMUP.value + _ROUNDS.value):
-    row = (original.fwd_bwd(), original.step(), ours())
-    if i >= _WARMUP.value:
-      for key, value in zip(times, row):
-        times[key].append(value)
+    for side, fn in sides.items():
+      wall, cpu = _timed(fn)
+      if i >= _WARMUP.value:
+        times[f"{side}_s"].append(wall)
+        times[f"{side}_cpu_s"].append(cpu)
   result = {k: statistics.median(v) for k, v in times.items()}
   result.update(speedup=result["original_step_s"] / result["ours_step_s"],
+                speedup_cpu=result["original_step_cpu_s"] / result["ours_step_cpu_s"],
                 batch_size=config.benchmark.batch_size, text_len=ours.text_len,
                 num_visual_tokens=ours.num_visual, matmul_dtype=ours.run.cfg.matmul_dtype,
                 rounds=_ROUNDS.value, torch_threads=_THREADS.value,
+                host_memory_kept=host_memory.applied(),
                 ours_compile_s=ours.compile_s)
   print(json.dumps(result))
 

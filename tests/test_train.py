@@ -141,6 +141,7 @@ def test_benchmark_mode_prints_its_json_line(data_dir, tmp_path):
               "mfu", "device", "num_devices", "batch_size", "dtype", "compile_time_s"):
     assert key in record, key
   assert record["batch_size"] == 8 and record["num_devices"] == 8 and record["mfu"] is None
+  assert record["host_memory_kept"] is True  # launch.py set glibc up before JAX started
   assert record["step_time_s"] > 0 and record["model_flops_per_example"] > 0
   estimate = record["memory_estimate"]  # batch 512 over the 8 test devices, shapes only
   assert (estimate["batch_size"], estimate["num_devices"]) == (512, 8)

@@ -47,6 +47,9 @@ def main(argv):
   config = _CONFIG.value
   if config.mode not in _MODES:
     raise app.UsageError(f"--config.mode={config.mode!r}: choose from {_MODES}")
+  if config.keep_freed_host_memory:  # before JAX starts its threads
+    from vilbert_jax.train import host_memory  # pylint: disable=g-import-not-at-top
+    host_memory.keep_freed_memory()
   import jax  # pylint: disable=g-import-not-at-top
   if not jax.config.jax_compilation_cache_dir:  # persistent cache unless set by the environment
     jax.config.update("jax_compilation_cache_dir",

@@ -34,6 +34,7 @@ import numpy as np
 from vilbert_jax import sharding
 from vilbert_jax.config import ViLBERTConfig
 from vilbert_jax.train import data as train_data
+from vilbert_jax.train import host_memory
 from vilbert_jax.train import trainer
 
 MEMORY_ESTIMATE_BATCH = 512  # global batch of the memory estimate (the paper's)
@@ -228,6 +229,7 @@ def run(config: ml_collections.ConfigDict, print_result: bool = True) -> dict[st
       "batch_size": bench.batch_size,
       "dtype": r.cfg.dtype,
       "compile_time_s": step.compile_s,
+      "host_memory_kept": host_memory.applied(),
       "loss": float(metrics["loss/total"]),
       "memory_per_device": _memory_record(compiled),
       "peak_memory_bytes": (device.memory_stats() or {}).get("peak_bytes_in_use"),
