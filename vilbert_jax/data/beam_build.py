@@ -26,7 +26,9 @@ import dataclasses
 import glob
 import os
 import pickle
+import resource
 import shlex
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from etils import epath
@@ -82,6 +84,7 @@ class ShardResult:
     path, captions: the shard file and its captions part (None when nothing was written).
     skipped: (position, message) of each bad row skipped.
     error: (position, exception) of the first bad row when not skipping, else None.
+    cpu_seconds: CPU time the worker spent on this shard (user + system, all its threads).
   """
   split: str
   index: int
@@ -92,6 +95,7 @@ class ShardResult:
   counts: Dict[str, List[int]]
   skipped: List[Tuple[int, str]]
   error: Optional[Tuple[int, BaseException]]
+  cpu_seconds: float
 
 
 def pipeline_options(runner: str, workers: int, extra: Sequence[str] = ()) -> List[str]:
@@ -113,7 +117,7 @@ def pipeline_options(runner: str, workers: int, extra: Sequence[str] = ()) -> Li
 
 
 def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[str],
-          records_per_shard: int = 500) -> str:
+          records_per_shard: int = 500, profile: Optional[Dict[str, float]] = None) -> str:
   """Builds the dataset of `args` with a Beam pipeline; returns its folder (like `tfds_io.build`).
 
   Args:
@@ -121,17 +125,25 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
     beam_options: pipeline arguments (`pipeline_options`).
     records_per_shard: records per shard and work item (500 paper-shaped float32 records are
       ~260 MB); more shards than workers balance the load.
+    profile: if given, filled with where the time went, in seconds: `{phase}_wall` and
+      `{phase}_cpu` (this process) for the phases "plan", "pipeline" and "finish";
+      `pipeline_children_cpu` (CPU of this process's finished child processes during the
+      pipeline: the local runner's workers, start-up and shut-down included) and
+      `shard_cpu` (the workers' CPU inside `write_shard`, summed over shards).
   """
   builder = args.make()
   final = epath.Path(builder.data_dir)
   if tfds_io.is_built(builder):
     return os.fspath(final)
+  clock = _PhaseClock(profile)
   with tfds_io.incomplete_dir(final) as tmp:
     plan_dir = tmp / _PLANS
     plan_dir.mkdir()
     plans, splits, skipped, error = plan(builder, args, manual_dir, tmp, records_per_shard)
+    clock.lap("plan")
     _run_pipeline(plans, beam_options)
     results = [_load(p) for p in sorted(glob.glob(os.path.join(plan_dir, "*.result")))]
+    clock.lap("pipeline", shard_cpu=sum(r.cpu_seconds for r in results))
     for result in results:
       skipped.extend((position, 1, message) for position, message in result.skipped)
       if result.error is not None and (error is None or result.error[0] < error[0]):
@@ -141,7 +153,33 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
     if hasattr(builder, "skips"):  # the list the metadata holds, in single-process order
       builder.skips.skipped[:] = [m for _, _, m in sorted(skipped, key=lambda s: s[:2])]
     _finish(builder, tmp, final, splits, results)
+    clock.lap("finish")
   return os.fspath(final)
+
+
+class _PhaseClock:
+  """Wall and CPU time of consecutive phases, written into `profile` (None: not measured)."""
+
+  def __init__(self, profile: Optional[Dict[str, float]]):
+    self.profile = profile
+    self._last = self._now()
+
+  @staticmethod
+  def _now() -> Tuple[float, float, float]:
+    own, children = (resource.getrusage(resource.RUSAGE_SELF),
+                     resource.getrusage(resource.RUSAGE_CHILDREN))
+    return (time.perf_counter(), own.ru_utime + own.ru_stime,
+            children.ru_utime + children.ru_stime)
+
+  def lap(self, phase: str, **extra: float) -> None:
+    now = self._now()
+    if self.profile is not None:
+      self.profile[f"{phase}_wall"] = now[0] - self._last[0]
+      self.profile[f"{phase}_cpu"] = now[1] - self._last[1]
+      if phase == "pipeline":
+        self.profile["pipeline_children_cpu"] = now[2] - self._last[2]
+      self.profile.update(extra)
+    self._last = now
 
 
 def plan(builder, args: BuilderArgs, manual_dir: Optional[str], tmp: epath.Path,
@@ -200,6 +238,7 @@ def plan(builder, args: BuilderArgs, manual_dir: Optional[str], tmp: epath.Path,
 
 def write_shard(plan_path: str) -> str:
   """The worker: decodes, serialises and writes one planned shard; returns its result file."""
+  start = time.process_time()
   shard = _load(plan_path)
   builder = shard.builder.make()
   serializer = tfds_io.RecordSerializer(builder.info.features)
@@ -227,7 +266,7 @@ def write_shard(plan_path: str) -> str:
     w.close()
   result = ShardResult(shard.split, shard.index, base if "records" in writers else None,
                        base + ".captions" if "captions" in writers else None, length,
-                       num_bytes, counts, skipped, error)
+                       num_bytes, counts, skipped, error, time.process_time() - start)
   out = plan_path[:-len(".plan")] + ".result"
   with open(out + ".tmp", "wb") as f:
     pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
