@@ -3,11 +3,10 @@ parallel by many worker processes or machines.
 
   planner (this process)   runs the builder's split generators with decoding deferred: the
                            annotations are joined as usual, but each image is only located
-                           (TSV file + byte offset, LMDB key, per-image file) and missing
-                           images are found. The records of each split are cut into shards of
-                           `records_per_shard` consecutive records, each described in a small
-                           plan file (a TSV shard is a byte range when the annotation order
-                           follows the file, as extractors write them).
+                           (TSV file + byte offset and length, LMDB key, per-image file) and
+                           missing images are found. The records of each split are cut into
+                           shards of `records_per_shard` consecutive records, each described
+                           in a small plan file.
   workers (Beam ParDo)     read, decode and check their shard's images, select the stored
                            fields, serialise the records and write one uncompressed
                            array_record shard (+ its captions), reporting lengths, item counts,
@@ -18,7 +17,8 @@ parallel by many worker processes or machines.
 Records, their order, the item counts, the `--skip_bad_rows` report and the error a bad row
 raises equal the single-process build's (tested for every builder and store format); only
 the shard boundaries differ. Beam is imported only here (it needs protobuf<7: install it in
-its own environment from requirements-beam.txt).
+its own environment from requirements-beam.txt); a worker imports this module and the
+builders, which import neither JAX nor grain (`vilbert_jax` imports its names lazily).
 """
 from __future__ import annotations
 
