@@ -81,12 +81,14 @@ def lines(path: str) -> Iterator[Tuple[int, int, int, bytes]]:
 
   The file is mapped, not read line by line: finding the newlines and the first tab of each
   line is a memchr over the page cache, ~5x cheaper than iterating lines (a 36-box line with
-  cls_prob is ~700 kB). The image id is what precedes the line's first tab (the whole line,
-  newline included, if it has none: that line fails to parse later).
+  cls_prob is ~700 kB). The mapping is private and read-only: FUSE mounts (gcsfuse, ...)
+  often refuse shared mappings. The image id is what precedes the line's first tab (the whole
+  line, newline included, if it has none: that line fails to parse later).
   """
   if os.path.getsize(path) == 0:
     return
-  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                                        prot=mmap.PROT_READ) as m:
     end, offset, row = len(m), 0, 0
     while offset < end:
       row += 1
