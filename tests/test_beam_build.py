@@ -9,6 +9,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -209,6 +210,19 @@ def test_bad_rows_same_report_and_same_error(tmp_path, missing_first):
   assert errors[0][0] is (KeyError if missing_first else FeatureStoreError)
   for d in ("s2", "b2"):  # nothing that looks complete
     assert not list((tmp_path / d).rglob("dataset_info.json"))
+
+
+def test_planning_error_ends_the_started_pipeline(tmp_path):
+  """The pipeline starts before the planner: a planner that fails before planning anything
+  (no manual dir) still raises its own error, ends the pipeline and leaves nothing behind."""
+  threads = threading.active_count()
+  args = beam_build.BuilderArgs("vilbert_conceptual_captions", str(tmp_path / "b"), None, False,
+                                (("feature_dim", D),))
+  with pytest.raises(AssertionError, match="missing does not exist"):  # TFDS's check
+    beam_build.build(args, str(tmp_path / "missing"), IN_PROCESS)
+  assert threading.active_count() == threads
+  assert not [p for p in (tmp_path / "b").rglob("*")
+              if p.name.startswith("incomplete.") or p.name == "dataset_info.json"]
 
 
 def _documented_command():

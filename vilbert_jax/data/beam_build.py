@@ -1,6 +1,8 @@
 """Building a dataset as an Apache Beam pipeline: the same files as `tfds_io.build`, written in
 parallel by many worker processes or machines.
 
+  pipeline (started first) starts its workers while the planner runs; its first step waits
+                           for the planner's list of plan files.
   planner (this process)   runs the builder's split generators with decoding deferred: the
                            annotations are joined as usual, but each image is only located
                            (TSV file + byte offset and length, LMDB key, per-image file) and
@@ -28,8 +30,9 @@ import os
 import pickle
 import resource
 import shlex
+import threading
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from etils import epath
 
@@ -126,7 +129,8 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
     records_per_shard: records per shard and work item (500 paper-shaped float32 records are
       ~260 MB); more shards than workers balance the load.
     profile: if given, filled with where the time went, in seconds: `{phase}_wall` and
-      `{phase}_cpu` (this process) for the phases "plan", "pipeline" and "finish";
+      `{phase}_cpu` (this process) for the phases "plan" (with the pipeline's start, which
+      runs meanwhile), "pipeline" (from the end of planning) and "finish";
       `pipeline_children_cpu` (CPU of this process's finished child processes during the
       pipeline: the local runner's workers, start-up and shut-down included) and
       `shard_cpu` (the workers' CPU inside `write_shard`, summed over shards).
@@ -139,9 +143,16 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
   with tfds_io.incomplete_dir(final) as tmp:
     plan_dir = tmp / _PLANS
     plan_dir.mkdir()
-    plans, splits, skipped, error = plan(builder, args, manual_dir, tmp, records_per_shard)
+    pipeline = _Pipeline(os.fspath(plan_dir), beam_options)  # workers start while we plan
+    try:
+      plans, splits, skipped, error = plan(builder, args, manual_dir, tmp, records_per_shard)
+    except BaseException:
+      pipeline.publish([])  # nothing to write: the pipeline ends at once
+      pipeline.wait(raise_error=False)  # the planner's error is the one to report
+      raise
+    pipeline.publish(plans)
     clock.lap("plan")
-    _run_pipeline(plans, beam_options)
+    pipeline.wait()
     results = [_load(p) for p in sorted(glob.glob(os.path.join(plan_dir, "*.result")))]
     clock.lap("pipeline", shard_cpu=sum(r.cpu_seconds for r in results))
     for result in results:
@@ -315,15 +326,58 @@ def _writer(writers: Dict, kind: str, path: str):
   return writers[kind]
 
 
-def _run_pipeline(plan_paths: Sequence[str], beam_options: Sequence[str]) -> None:
-  """One `write_shard` per plan file, on the workers of the runner `beam_options` names."""
-  if not plan_paths:
-    return
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the beam extra)
-  options = beam.options.pipeline_options.PipelineOptions(list(beam_options))
-  with beam.Pipeline(options=options) as pipeline:
-    _ = (pipeline | "Shards" >> beam.Create(list(plan_paths))
+_PLANNED = "planned"  # file in the plans folder listing the plan files, once planning ended
+
+
+class _Pipeline:
+  """The Beam pipeline of a build, started before the planner so that its workers start (a
+  local worker process imports Beam for ~1 s; cluster workers take minutes) while the planner
+  runs; it runs one `write_shard` per plan file.
+
+  Its first step (`_planned_shards`, one work item) waits for the planner's list of plan files
+  (`publish`); a reshuffle then spreads the plan files over the workers.
+  """
+
+  def __init__(self, plan_dir: str, beam_options: Sequence[str]):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the beam extra)
+    self.plan_dir = plan_dir
+    self._error: Optional[BaseException] = None
+    pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
+        list(beam_options)))
+    _ = (pipeline | "PlanFolder" >> beam.Create([plan_dir])
+         | "Shards" >> beam.FlatMap(_planned_shards) | "Spread" >> beam.Reshuffle()
          | "Write" >> beam.Map(write_shard))
+    self._thread = threading.Thread(target=self._run, args=(pipeline,), daemon=True)
+    self._thread.start()
+
+  def _run(self, pipeline) -> None:
+    try:
+      pipeline.run().wait_until_finish()
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised by `wait`)
+      self._error = e
+
+  def publish(self, plan_paths: Sequence[str]) -> None:
+    """Hands the plan files to the pipeline (written atomically: the waiting step never reads
+    half a list)."""
+    path = os.path.join(self.plan_dir, _PLANNED)
+    with open(path + ".tmp", "w") as f:
+      f.write("".join(f"{p}\n" for p in plan_paths))
+    os.rename(path + ".tmp", path)
+
+  def wait(self, raise_error: bool = True) -> None:
+    """Returns when the pipeline has ended; raises what made it fail if `raise_error`."""
+    self._thread.join()
+    if self._error is not None and raise_error:
+      raise self._error
+
+
+def _planned_shards(plan_dir: str, poll_seconds: float = 0.05) -> Iterator[str]:
+  """The plan files, once the planner has published them (see `_Pipeline`)."""
+  path = os.path.join(plan_dir, _PLANNED)
+  while not os.path.exists(path):
+    time.sleep(poll_seconds)
+  with open(path) as f:
+    yield from f.read().splitlines()
 
 
 def _finish(builder, tmp: epath.Path, final: epath.Path, splits: Sequence[str],
