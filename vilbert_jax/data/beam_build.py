@@ -371,11 +371,11 @@ class _Pipeline:
       raise self._error
 
 
-def _planned_shards(plan_dir: str, poll_seconds: float = 0.05) -> Iterator[str]:
+def _planned_shards(plan_dir: str) -> Iterator[str]:
   """The plan files, once the planner has published them (see `_Pipeline`)."""
   path = os.path.join(plan_dir, _PLANNED)
   while not os.path.exists(path):
-    time.sleep(poll_seconds)
+    time.sleep(0.05)  # seconds; planning takes seconds to minutes
   with open(path) as f:
     yield from f.read().splitlines()
 
