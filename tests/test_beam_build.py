@@ -9,6 +9,7 @@ import pickle
 import re
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -29,13 +30,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IN_PROCESS = beam_build.pipeline_options("local", 1)
 
 
-def _both(tmp_path, name, manual, records_per_shard=2, **overrides):
+def _both(tmp_path, name, manual, records_per_shard=2, profile=None, **overrides):
   """Builds `name` single-process and with Beam; returns both dataset folders."""
   single = make_builder(name, str(tmp_path / "single"), **overrides)
   a = tfds_io.build(single, str(manual) if manual else None)
   args = beam_build.BuilderArgs(name, str(tmp_path / "beam"), None,
                                 overrides.pop("skip_bad_rows", False), tuple(overrides.items()))
-  b = beam_build.build(args, str(manual) if manual else None, IN_PROCESS, records_per_shard)
+  b = beam_build.build(args, str(manual) if manual else None, IN_PROCESS, records_per_shard,
+                       profile)
   return a, b
 
 
@@ -83,12 +85,18 @@ def test_conceptual_captions_tsv(tmp_path):
   _json(manual / "captions_train.json", {str(i): f"caption {i}" for i in (3, 1, 0, 2, 6, 5, 4)})
   (manual / "captions_validation.tsv").write_text("8\tA red bus\n8\ta bus on a road\n")
   _tsv(manual / "features_validation.tsv", [8])
-  a, b = _both(tmp_path, "vilbert_conceptual_captions", manual, feature_dim=D,
+  profile = {}
+  a, b = _both(tmp_path, "vilbert_conceptual_captions", manual, profile=profile, feature_dim=D,
                cls_prob_width=C, float16=True)
   records = _assert_equal(a, b)
   assert len(records["train"]) == 7 and len(records["validation"]) == 1
   info = json.loads((epath.Path(b) / "dataset_info.json").read_text())
   assert [s["shardLengths"] for s in info["splits"]] == [["2", "2", "2", "1"], ["1"]]
+  # Where the time went: shards ran in this process (1 worker), inside the pipeline phase.
+  assert set(profile) == {f"{p}_{m}" for p in ("plan", "pipeline", "finish")
+                          for m in ("wall", "cpu")} | {"pipeline_children_cpu", "shard_cpu"}
+  assert 0 < profile["shard_cpu"] <= profile["pipeline_cpu"] + 0.01
+  assert all(v >= 0 for v in profile.values())
 
 
 def test_vqa2_lmdb(tmp_path):
@@ -202,6 +210,19 @@ def test_bad_rows_same_report_and_same_error(tmp_path, missing_first):
   assert errors[0][0] is (KeyError if missing_first else FeatureStoreError)
   for d in ("s2", "b2"):  # nothing that looks complete
     assert not list((tmp_path / d).rglob("dataset_info.json"))
+
+
+def test_planning_error_ends_the_started_pipeline(tmp_path):
+  """The pipeline starts before the planner: a planner that fails before planning anything
+  (no manual dir) still raises its own error, ends the pipeline and leaves nothing behind."""
+  threads = threading.active_count()
+  args = beam_build.BuilderArgs("vilbert_conceptual_captions", str(tmp_path / "b"), None, False,
+                                (("feature_dim", D),))
+  with pytest.raises(AssertionError, match="missing does not exist"):  # TFDS's check
+    beam_build.build(args, str(tmp_path / "missing"), IN_PROCESS)
+  assert threading.active_count() == threads
+  assert not [p for p in (tmp_path / "b").rglob("*")
+              if p.name.startswith("incomplete.") or p.name == "dataset_info.json"]
 
 
 def _documented_command():

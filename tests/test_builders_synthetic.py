@@ -1,6 +1,8 @@
 """The synthetic scenes builder: builds, reads back with tfds.data_source, is learnable."""
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -102,3 +104,30 @@ def test_dataset_without_item_counts_or_side_file_is_readable(tmp_path):
 def test_build_synthetic_rejects_unknown_options(tmp_path):
   with pytest.raises(ValueError, match=r"configs have no options \['feature_width'\]"):
     build_synthetic(str(tmp_path), feature_width=3)
+
+
+def test_building_imports_neither_jax_nor_grain():
+  """A build (and every Beam worker, which imports the same modules before its first shard)
+  imports the package lazily: no JAX, Flax, grain or TensorFlow; the package's names still
+  resolve on first use."""
+  code = """
+import sys
+import tfds_builders.build, vilbert_jax.data.beam_build
+heavy = sorted(m for m in ("jax", "flax", "grain", "tensorflow") if m in sys.modules)
+assert not heavy, heavy
+import vilbert_jax as vj, vilbert_jax.data as vd
+assert "ViLBERTModel" in dir(vj) and "open_split" in dir(vd)
+assert vd.open_split.__module__ == "vilbert_jax.data.tfds_io"
+assert vj.ViLBERTModel.__name__ == "ViLBERTModel" and vj.convert.__name__ == "vilbert_jax.convert"
+for module in (vj, vd):
+  try:
+    module.no_such_name
+    raise SystemExit("no AttributeError")
+  except AttributeError as e:
+    assert "no_such_name" in str(e)
+print("ok")
+"""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                        check=False)
+  assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -10,8 +10,8 @@ import pytest
 
 from data_fixtures import assert_same_record, random_record
 from vilbert_jax.data import store_reader
-from vilbert_jax.data.features import (FeatureStoreError, UnsafePickleError, encode_tsv_line,
-                                       open_feature_store, safe_loads)
+from vilbert_jax.data.features import (FeatureStoreError, TsvFeatureStore, UnsafePickleError,
+                                       encode_tsv_line, open_feature_store, safe_loads)
 
 
 def _records(n=4, **kw):
@@ -72,6 +72,48 @@ def test_tsv_errors_name_file_row_and_image(tmp_path, bad, message):
   with pytest.raises(FeatureStoreError, match=message) as err:
     list(store)
   assert "feats.tsv row 3 (image_id 9)" in str(err.value)
+
+
+def _index_by_lines(path):
+  """The TSV index as reading the file line by line gives it: {id: (path, row, offset, length)}."""
+  index, offset = {}, 0
+  with open(path, "rb") as f:
+    for row, line in enumerate(f, 1):
+      if line.strip():
+        index[line.split(b"\t", 1)[0].decode(errors="replace")] = (str(path), row, offset,
+                                                                     len(line))
+      offset += len(line)
+  return index
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+@pytest.mark.parametrize("last_newline", [True, False])
+def test_tsv_index_of_awkward_files_equals_reading_lines(tmp_path, ending, last_newline):
+  """The mapped index (`tsv.lines`) finds the same rows, offsets, lengths and ids as reading
+  lines would: blank and whitespace-only lines, CRLF, a line starting with whitespace, an id
+  that is not UTF-8, a line without a tab (its id is the whole line, newline included: it
+  fails to parse later), no final newline, an empty file."""
+  lines = [_line("1"), b"\n", b" \t \x0b\x0c\r\n", _line("22"), b"no-tab-here\n",
+           b" 3\tx\n", b"\n\n", b"\xff" + _line("5")[1:], _line("4")]
+  lines = [line[:-1] + ending if line.strip() else line for line in lines]
+  if not last_newline:
+    lines[-1] = lines[-1].rstrip(b"\r\n")
+  path = tmp_path / "feats.tsv"
+  path.write_bytes(b"".join(lines))
+  store = TsvFeatureStore([str(path)], feature_dim=8)
+  expected = _index_by_lines(path)
+  assert len(expected) == 6 and "no-tab-here" + ending.decode() in expected
+  assert {k: store.location(k) for k in store.keys()} == expected
+  assert store.keys() == list(expected)  # file order
+  for image_id, line in (("1", lines[0]), ("22", lines[3]), ("\ufffd", lines[7]),
+                         ("4", lines[8])):  # random access reads exactly the indexed line
+    assert store.raw(image_id).payload == line
+    assert store[image_id].features.shape == (2, 8)
+  with pytest.raises(FeatureStoreError, match=r"feats.tsv row 5 \(image_id no-tab-here\)"):
+    store["no-tab-here" + ending.decode()]
+  empty = tmp_path / "empty.tsv"
+  empty.write_bytes(b"")
+  assert TsvFeatureStore([str(empty)]).keys() == []
 
 
 def test_unknown_image_id_names_the_store(tmp_path):

@@ -1,13 +1,14 @@
 """Building a dataset as an Apache Beam pipeline: the same files as `tfds_io.build`, written in
 parallel by many worker processes or machines.
 
+  pipeline (started first) starts its workers while the planner runs; its first step waits
+                           for the planner's list of plan files.
   planner (this process)   runs the builder's split generators with decoding deferred: the
                            annotations are joined as usual, but each image is only located
-                           (TSV file + byte offset, LMDB key, per-image file) and missing
-                           images are found. The records of each split are cut into shards of
-                           `records_per_shard` consecutive records, each described in a small
-                           plan file (a TSV shard is a byte range when the annotation order
-                           follows the file, as extractors write them).
+                           (TSV file + byte offset and length, LMDB key, per-image file) and
+                           missing images are found. The records of each split are cut into
+                           shards of `records_per_shard` consecutive records, each described
+                           in a small plan file.
   workers (Beam ParDo)     read, decode and check their shard's images, select the stored
                            fields, serialise the records and write one uncompressed
                            array_record shard (+ its captions), reporting lengths, item counts,
@@ -18,7 +19,8 @@ parallel by many worker processes or machines.
 Records, their order, the item counts, the `--skip_bad_rows` report and the error a bad row
 raises equal the single-process build's (tested for every builder and store format); only
 the shard boundaries differ. Beam is imported only here (it needs protobuf<7: install it in
-its own environment from requirements-beam.txt).
+its own environment from requirements-beam.txt); a worker imports this module and the
+builders, which import neither JAX nor grain (`vilbert_jax` imports its names lazily).
 """
 from __future__ import annotations
 
@@ -26,8 +28,11 @@ import dataclasses
 import glob
 import os
 import pickle
+import resource
 import shlex
-from typing import Dict, List, Optional, Sequence, Tuple
+import threading
+import time
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from etils import epath
 
@@ -82,6 +87,7 @@ class ShardResult:
     path, captions: the shard file and its captions part (None when nothing was written).
     skipped: (position, message) of each bad row skipped.
     error: (position, exception) of the first bad row when not skipping, else None.
+    cpu_seconds: CPU time the worker spent on this shard (user + system, all its threads).
   """
   split: str
   index: int
@@ -92,6 +98,7 @@ class ShardResult:
   counts: Dict[str, List[int]]
   skipped: List[Tuple[int, str]]
   error: Optional[Tuple[int, BaseException]]
+  cpu_seconds: float
 
 
 def pipeline_options(runner: str, workers: int, extra: Sequence[str] = ()) -> List[str]:
@@ -113,7 +120,7 @@ def pipeline_options(runner: str, workers: int, extra: Sequence[str] = ()) -> Li
 
 
 def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[str],
-          records_per_shard: int = 500) -> str:
+          records_per_shard: int = 500, profile: Optional[Dict[str, float]] = None) -> str:
   """Builds the dataset of `args` with a Beam pipeline; returns its folder (like `tfds_io.build`).
 
   Args:
@@ -121,17 +128,33 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
     beam_options: pipeline arguments (`pipeline_options`).
     records_per_shard: records per shard and work item (500 paper-shaped float32 records are
       ~260 MB); more shards than workers balance the load.
+    profile: if given, filled with where the time went, in seconds: `{phase}_wall` and
+      `{phase}_cpu` (this process) for the phases "plan" (with the pipeline's start, which
+      runs meanwhile), "pipeline" (from the end of planning) and "finish";
+      `pipeline_children_cpu` (CPU of this process's finished child processes during the
+      pipeline: the local runner's workers, start-up and shut-down included) and
+      `shard_cpu` (the workers' CPU inside `write_shard`, summed over shards).
   """
   builder = args.make()
   final = epath.Path(builder.data_dir)
   if tfds_io.is_built(builder):
     return os.fspath(final)
+  clock = _PhaseClock(profile)
   with tfds_io.incomplete_dir(final) as tmp:
     plan_dir = tmp / _PLANS
     plan_dir.mkdir()
-    plans, splits, skipped, error = plan(builder, args, manual_dir, tmp, records_per_shard)
-    _run_pipeline(plans, beam_options)
+    pipeline = _Pipeline(os.fspath(plan_dir), beam_options)  # workers start while we plan
+    try:
+      plans, splits, skipped, error = plan(builder, args, manual_dir, tmp, records_per_shard)
+    except BaseException:
+      pipeline.publish([])  # nothing to write: the pipeline ends at once
+      pipeline.wait(raise_error=False)  # the planner's error is the one to report
+      raise
+    pipeline.publish(plans)
+    clock.lap("plan")
+    pipeline.wait()
     results = [_load(p) for p in sorted(glob.glob(os.path.join(plan_dir, "*.result")))]
+    clock.lap("pipeline", shard_cpu=sum(r.cpu_seconds for r in results))
     for result in results:
       skipped.extend((position, 1, message) for position, message in result.skipped)
       if result.error is not None and (error is None or result.error[0] < error[0]):
@@ -141,7 +164,33 @@ def build(args: BuilderArgs, manual_dir: Optional[str], beam_options: Sequence[s
     if hasattr(builder, "skips"):  # the list the metadata holds, in single-process order
       builder.skips.skipped[:] = [m for _, _, m in sorted(skipped, key=lambda s: s[:2])]
     _finish(builder, tmp, final, splits, results)
+    clock.lap("finish")
   return os.fspath(final)
+
+
+class _PhaseClock:
+  """Wall and CPU time of consecutive phases, written into `profile` (None: not measured)."""
+
+  def __init__(self, profile: Optional[Dict[str, float]]):
+    self.profile = profile
+    self._last = self._now()
+
+  @staticmethod
+  def _now() -> Tuple[float, float, float]:
+    own, children = (resource.getrusage(resource.RUSAGE_SELF),
+                     resource.getrusage(resource.RUSAGE_CHILDREN))
+    return (time.perf_counter(), own.ru_utime + own.ru_stime,
+            children.ru_utime + children.ru_stime)
+
+  def lap(self, phase: str, **extra: float) -> None:
+    now = self._now()
+    if self.profile is not None:
+      self.profile[f"{phase}_wall"] = now[0] - self._last[0]
+      self.profile[f"{phase}_cpu"] = now[1] - self._last[1]
+      if phase == "pipeline":
+        self.profile["pipeline_children_cpu"] = now[2] - self._last[2]
+      self.profile.update(extra)
+    self._last = now
 
 
 def plan(builder, args: BuilderArgs, manual_dir: Optional[str], tmp: epath.Path,
@@ -200,6 +249,7 @@ def plan(builder, args: BuilderArgs, manual_dir: Optional[str], tmp: epath.Path,
 
 def write_shard(plan_path: str) -> str:
   """The worker: decodes, serialises and writes one planned shard; returns its result file."""
+  start = time.process_time()
   shard = _load(plan_path)
   builder = shard.builder.make()
   serializer = tfds_io.RecordSerializer(builder.info.features)
@@ -227,7 +277,7 @@ def write_shard(plan_path: str) -> str:
     w.close()
   result = ShardResult(shard.split, shard.index, base if "records" in writers else None,
                        base + ".captions" if "captions" in writers else None, length,
-                       num_bytes, counts, skipped, error)
+                       num_bytes, counts, skipped, error, time.process_time() - start)
   out = plan_path[:-len(".plan")] + ".result"
   with open(out + ".tmp", "wb") as f:
     pickle.dump(result, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -276,15 +326,58 @@ def _writer(writers: Dict, kind: str, path: str):
   return writers[kind]
 
 
-def _run_pipeline(plan_paths: Sequence[str], beam_options: Sequence[str]) -> None:
-  """One `write_shard` per plan file, on the workers of the runner `beam_options` names."""
-  if not plan_paths:
-    return
-  import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the beam extra)
-  options = beam.options.pipeline_options.PipelineOptions(list(beam_options))
-  with beam.Pipeline(options=options) as pipeline:
-    _ = (pipeline | "Shards" >> beam.Create(list(plan_paths))
+_PLANNED = "planned"  # file in the plans folder listing the plan files, once planning ended
+
+
+class _Pipeline:
+  """The Beam pipeline of a build, started before the planner so that its workers start (a
+  local worker process imports Beam for ~1 s; cluster workers take minutes) while the planner
+  runs; it runs one `write_shard` per plan file.
+
+  Its first step (`_planned_shards`, one work item) waits for the planner's list of plan files
+  (`publish`); a reshuffle then spreads the plan files over the workers.
+  """
+
+  def __init__(self, plan_dir: str, beam_options: Sequence[str]):
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel  (the beam extra)
+    self.plan_dir = plan_dir
+    self._error: Optional[BaseException] = None
+    pipeline = beam.Pipeline(options=beam.options.pipeline_options.PipelineOptions(
+        list(beam_options)))
+    _ = (pipeline | "PlanFolder" >> beam.Create([plan_dir])
+         | "Shards" >> beam.FlatMap(_planned_shards) | "Spread" >> beam.Reshuffle()
          | "Write" >> beam.Map(write_shard))
+    self._thread = threading.Thread(target=self._run, args=(pipeline,), daemon=True)
+    self._thread.start()
+
+  def _run(self, pipeline) -> None:
+    try:
+      pipeline.run().wait_until_finish()
+    except BaseException as e:  # pylint: disable=broad-except  (re-raised by `wait`)
+      self._error = e
+
+  def publish(self, plan_paths: Sequence[str]) -> None:
+    """Hands the plan files to the pipeline (written atomically: the waiting step never reads
+    half a list)."""
+    path = os.path.join(self.plan_dir, _PLANNED)
+    with open(path + ".tmp", "w") as f:
+      f.write("".join(f"{p}\n" for p in plan_paths))
+    os.rename(path + ".tmp", path)
+
+  def wait(self, raise_error: bool = True) -> None:
+    """Returns when the pipeline has ended; raises what made it fail if `raise_error`."""
+    self._thread.join()
+    if self._error is not None and raise_error:
+      raise self._error
+
+
+def _planned_shards(plan_dir: str) -> Iterator[str]:
+  """The plan files, once the planner has published them (see `_Pipeline`)."""
+  path = os.path.join(plan_dir, _PLANNED)
+  while not os.path.exists(path):
+    time.sleep(0.05)  # seconds; planning takes seconds to minutes
+  with open(path) as f:
+    yield from f.read().splitlines()
 
 
 def _finish(builder, tmp: epath.Path, final: epath.Path, splits: Sequence[str],

@@ -70,11 +70,11 @@ class DeferredImage:
   Attributes:
     image_id: the image's id.
     store: path of the feature store (as given to `open_feature_store`).
-    tsv_line: (file, row, byte offset) of the image's line in a TSV store, else None.
+    tsv_line: (file, row, byte offset, length) of the image's line in a TSV store, else None.
   """
   image_id: str
   store: str
-  tsv_line: Optional[Tuple[str, int, int]] = None
+  tsv_line: Optional[Tuple[str, int, int, int]] = None
 
 
 def storage_problem(record: RegionFeatures, config: RegionBuilderConfig,

@@ -18,7 +18,6 @@ import shutil
 import uuid
 from typing import Dict, Optional, Tuple
 
-import grain.python as grain
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python import array_record_module
@@ -364,6 +363,7 @@ def open_split(name: str, data_dir: str, split: str) -> SplitData:
   side_file = captions_path(builder.data_dir, builder.name, split)
   captions = None
   if os.path.exists(side_file):
+    import grain.python as grain  # pylint: disable=import-outside-toplevel  (grain imports JAX)
     side = grain.ArrayRecordDataSource([side_file])
     captions = CheckedRecords(side, [(side_file, len(side))], f"{label} captions")
     captions.check_shard_ends()

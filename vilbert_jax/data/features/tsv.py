@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import mmap
 import os
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -63,12 +64,42 @@ def _place(path: str, row: int) -> str:
   return f"{os.path.basename(path)} row {row}"
 
 
-def read_line(path: str, row: int, offset: int, feature_dim: Optional[int] = None) -> RawRecord:
-  """The undecoded line at byte `offset` (row `row`) of TSV file `path`."""
-  with open(path, "rb") as f:
-    f.seek(offset)
-    line = f.readline()
+def read_line(path: str, row: int, offset: int, length: int,
+              feature_dim: Optional[int] = None) -> RawRecord:
+  """The undecoded line of `length` bytes at byte `offset` (row `row`) of TSV file `path`."""
+  with open(path, "rb", buffering=0) as f:
+    line = os.pread(f.fileno(), length, offset)
   return RawRecord(parse_tsv_line, _place(path, row), line, feature_dim)
+
+
+_WHITESPACE = frozenset(b" \t\n\r\x0b\x0c")  # what bytes.strip() removes
+
+
+def lines(path: str) -> Iterator[Tuple[int, int, int, bytes]]:
+  """(row, byte offset, length in bytes, image id) of each non-blank line of `path`; rows
+  count from 1, blank lines included; a line's length includes its newline.
+
+  The file is mapped, not read line by line: finding the newlines and the first tab of each
+  line is a memchr over the page cache, ~5x cheaper than iterating lines (a 36-box line with
+  cls_prob is ~700 kB). The mapping is private and read-only: FUSE mounts (gcsfuse, ...)
+  often refuse shared mappings. The image id is what precedes the line's first tab (the whole
+  line, newline included, if it has none: that line fails to parse later).
+  """
+  if os.path.getsize(path) == 0:
+    return
+  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE,
+                                        prot=mmap.PROT_READ) as m:
+    end, offset, row = len(m), 0, 0
+    while offset < end:
+      row += 1
+      newline = m.find(b"\n", offset)
+      stop = end if newline < 0 else newline + 1
+      if m[offset] in _WHITESPACE and not m[offset:stop].strip():
+        offset = stop
+        continue  # a blank line
+      tab = m.find(b"\t", offset, stop)
+      yield row, offset, stop - offset, m[offset:stop if tab < 0 else tab]
+      offset = stop
 
 
 class TsvFeatureStore:
@@ -91,17 +122,11 @@ class TsvFeatureStore:
   def _build_index(self) -> Dict[str, tuple]:
     index = {}
     for path in self.paths:
-      with open(path, "rb") as f:
-        row, offset = 0, 0
-        for line in f:
-          row += 1
-          if line.strip():
-            image_id = line.split(b"\t", 1)[0].decode(errors="replace")
-            if image_id in index:
-              raise duplicate_id_error(image_id, _place(*index[image_id][:2]),
-                                       _place(path, row))
-            index[image_id] = (path, row, offset)
-          offset += len(line)
+      for row, offset, length, image_id in lines(path):
+        image_id = image_id.decode(errors="replace")
+        if image_id in index:
+          raise duplicate_id_error(image_id, _place(*index[image_id][:2]), _place(path, row))
+        index[image_id] = (path, row, offset, length)
     return index
 
   def keys(self) -> List[str]:
@@ -116,8 +141,9 @@ class TsvFeatureStore:
   def __len__(self) -> int:
     return len(self.keys())
 
-  def location(self, image_id) -> Tuple[str, int, int]:
-    """(file, row, byte offset) of the line of `image_id` (KeyError naming the files if absent)."""
+  def location(self, image_id) -> Tuple[str, int, int, int]:
+    """(file, row, byte offset, length in bytes) of the line of `image_id` (KeyError naming
+    the files if absent)."""
     self.keys()
     try:
       return self._index[str(image_id)]
