@@ -73,3 +73,17 @@ def test_unknown_optimizer_and_schedule_are_refused():
     optim.make_optimizer(_opt(name="sgd"), PARAMS, 10)
   with pytest.raises(ValueError, match="schedule='cosine'"):
     optim.make_schedule("cosine", 1.0, 10)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1, 10.0])
+def test_global_norm_clipping_equals_optax(scale):
+  """Below the limit unchanged, above it scaled to norm 1, zero gradients stay zero."""
+  rng = np.random.default_rng(0)
+  grads = {"a": jnp.asarray(rng.normal(size=(7, 5)) * scale, jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(3,)) * scale, jnp.float32)}
+  ours, _ = optim.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  reference, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+  for key in grads:
+    np.testing.assert_allclose(ours[key], reference[key], rtol=1e-6, atol=0)
+  expected_norm = min(1.0, float(optax.global_norm(grads)))
+  np.testing.assert_allclose(float(optax.global_norm(ours)), expected_norm, rtol=1e-6)

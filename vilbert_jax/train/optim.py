@@ -72,6 +72,20 @@ def make_schedule(name: str, learning_rate: float, total_steps: int,
   raise ValueError(f"schedule={name!r}: use 'warmup_linear_decay' or 'warmup_constant_steps'")
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+  """Scales all gradients by ``min(1, max_norm / global_norm)``, as ``clip_grad_norm_``.
+
+  One scalar multiply per element: XLA:CPU fuses it into the moment updates, where
+  ``optax.clip_by_global_norm``'s per-element divide-and-select is written out as a clipped
+  copy of every gradient and read again (~0.2 s of memory traffic per base-model step).
+  """
+  def update(updates, state, params=None):
+    del params
+    scale = jnp.minimum(1.0, max_norm / optax.global_norm(updates))  # norm 0 -> 1
+    return jax.tree.map(lambda g: g * scale.astype(g.dtype), updates), state
+  return optax.GradientTransformation(lambda _: optax.EmptyState(), update)
+
+
 def clip_each_tensor(max_norm: float) -> optax.GradientTransformation:
   """Scales every gradient tensor to L2 norm at most ``max_norm``, independently."""
   def update(updates, state, params=None):
@@ -124,7 +138,7 @@ def make_optimizer(opt: Any, params: Any, total_steps: int
                            tuple(opt.get("decay_steps", ())), opt.get("decay_factor", 0.1))
   mask = decay_mask(params, opt.weight_decay_grouping)
   if opt.name == "adamw":
-    core = [optax.clip_by_global_norm(opt.clip_global_norm) if opt.clip_global_norm else
+    core = [clip_by_global_norm(opt.clip_global_norm) if opt.clip_global_norm else
             optax.identity(),
             optax.scale_by_adam(opt.b1, opt.b2, opt.eps)]
   elif opt.name == "bert_adam":
