@@ -20,3 +20,15 @@ FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 @pytest.fixture(scope="session")
 def fixtures_dir() -> pathlib.Path:
   return FIXTURES
+
+
+# Run first (scripts/test.sh: pytest-xdist, --dist loadfile --no-loadscope-reorder): the
+# modules that take longest (`--durations`), so that no long module starts last while the
+# other process has nothing left to do. The others follow in their usual order.
+_LONGEST_FIRST = ("test_train.py", "test_tasks.py", "test_train_faults.py", "test_multitask.py",
+                  "test_documented_commands.py", "test_model.py", "test_fast_paths.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable within a module
