@@ -20,6 +20,7 @@ import pytest
 
 from data_fixtures import random_record, write_json, write_tsv
 from vilbert_jax.data import inspect as data_inspect
+from vilbert_jax.data import records as records_lib
 from vilbert_jax.data import tfds_io
 from vilbert_jax.data.build import build_dataset
 from vilbert_jax.data.features import FeatureStoreError, encode_tsv_line, open_feature_store
@@ -204,53 +205,69 @@ def test_lmdb_value_of_wrong_type_or_shape_names_the_key_and_is_skippable(tmp_pa
 # cls_prob, float16 overflow (TSV rows)
 
 
-def test_cls_prob_of_wrong_width_names_file_row_and_image(tmp_path):
-  records = _records()
+def _wrong_width(records):
   records[1] = random_record(np.random.default_rng(1), "2", feature_dim=D, num_classes=C - 1)
-  manual = _manual(tmp_path)
-  _write_tsv_records(manual / "features_train.tsv", records)
-  _fails_then_skips(tmp_path, manual, r"features_train.tsv row 2 \(image_id 2\): cls_prob has "
-                    r"4 classes, the dataset config expects 5")
 
 
-def test_cls_prob_with_nan_names_file_row_and_image(tmp_path):
-  records = _records()
+def _nan_cls_prob(records):
   records[2].cls_prob[3, 1] = np.nan
-  manual = _manual(tmp_path)
-  _write_tsv_records(manual / "features_train.tsv", records)
-  _fails_then_skips(tmp_path, manual,
-                    r"features_train.tsv row 3 \(image_id 3\): cls_prob contains NaN or Inf")
 
 
-def test_missing_cls_prob_is_a_bad_row(tmp_path):
-  records = _records()
+def _no_cls_prob(records):
   records[0] = dataclasses.replace(records[0], cls_prob=None)
-  manual = _manual(tmp_path)
-  _write_tsv_records(manual / "features_train.tsv", records)
-  _fails_then_skips(tmp_path, manual,
-                    r"features_train.tsv row 1 \(image_id 1\): the store has no cls_prob")
 
 
-def test_float16_overflow_is_rejected_at_build_time(tmp_path):
-  records = _records()
+def _beyond_float16(records):
   records[1].features[0, 0] = 1e5  # finite in float32, inf in float16
+
+
+def _inf_cls_prob(records):
+  records[2].cls_prob[0, 0] = np.inf
+
+
+@pytest.mark.parametrize("spoil, message, build_kw", [
+    (_wrong_width, r"features_train.tsv row 2 \(image_id 2\): cls_prob has 4 classes, the "
+     r"dataset config expects 5", {}),
+    (_nan_cls_prob, r"features_train.tsv row 3 \(image_id 3\): cls_prob contains NaN or Inf",
+     {}),
+    (_no_cls_prob, r"features_train.tsv row 1 \(image_id 1\): the store has no cls_prob", {}),
+    (_beyond_float16, r"features_train.tsv row 2 \(image_id 2\): features holds 1e\+05, "
+     r"beyond float16's largest value 65504", {"float16": True}),
+    # decoded in worker processes: the same names
+    (_inf_cls_prob, r"features_train.tsv row 3 \(image_id 3\): cls_prob contains NaN or Inf",
+     {"num_workers": 2}),
+], ids=["cls_prob_of_wrong_width", "cls_prob_with_nan", "missing_cls_prob", "float16_overflow",
+        "decoded_in_workers"])
+def test_bad_row_names_file_row_and_image(tmp_path, spoil, message, build_kw):
+  records = _records()
+  spoil(records)
   manual = _manual(tmp_path)
   _write_tsv_records(manual / "features_train.tsv", records)
-  _fails_then_skips(tmp_path, manual, r"features_train.tsv row 2 \(image_id 2\): features holds "
-                    r"1e\+05, beyond float16's largest value 65504", float16=True)
-  name = _build(tmp_path, manual)  # float32 keeps it
+  _fails_then_skips(tmp_path, manual, message, **build_kw)
+
+
+def test_float32_keeps_what_float16_cannot(tmp_path):
+  records = _records()
+  _beyond_float16(records)
+  manual = _manual(tmp_path)
+  _write_tsv_records(manual / "features_train.tsv", records)
+  name = _build(tmp_path, manual)
   assert tfds_io.open_split(name, str(tmp_path / "tfds"), "train").records[1][
       "features"][0, 0] == 1e5
 
 
-def test_bad_rows_are_named_the_same_when_decoded_in_workers(tmp_path):
-  records = _records()
-  records[2].cls_prob[0, 0] = np.inf
+def test_each_image_is_checked_once(tmp_path, monkeypatch):
+  """`records.storage_problem` (an abs max over the features for float16) runs once per image:
+  where the store is read, not again when the example is made."""
+  checked = []
+  check = records_lib.storage_problem
+  monkeypatch.setattr(records_lib, "storage_problem",
+                      lambda record, *a, **kw: checked.append(record.image_id) or check(
+                          record, *a, **kw))
   manual = _manual(tmp_path)
-  _write_tsv_records(manual / "features_train.tsv", records)
-  _fails_then_skips(tmp_path, manual,
-                    r"features_train.tsv row 3 \(image_id 3\): cls_prob contains NaN or Inf",
-                    num_workers=2)
+  _write_tsv_records(manual / "features_train.tsv", _records())
+  _build(tmp_path, manual, float16=True)
+  assert sorted(checked) == ["1", "2", "3"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from data_fixtures import random_record  # noqa: E402
 from test_builders_real import C, D, _json, _tsv, _vqa_files  # noqa: E402
 from test_data_features import _original_pickle, _write_lmdb  # noqa: E402
 from tfds_builders.build import make_builder  # noqa: E402
-from vilbert_jax.data import beam_build, tfds_io  # noqa: E402
+from vilbert_jax.data import beam_build, records, tfds_io  # noqa: E402
 from vilbert_jax.data.features import FeatureStoreError, encode_tsv_line  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -170,6 +170,23 @@ def test_synthetic_scenes(tmp_path):
                num_hard_negatives=5)
   assert {s: len(r) for s, r in _assert_equal(a, b).items()} == {
       "train": 40, "validation": 10, "test": 10}
+
+
+def test_each_image_is_checked_once_by_the_worker(tmp_path, monkeypatch):
+  """The worker checks each image (float16: an abs max over the features) once, not again
+  when it makes the example; the planning pass checks none."""
+  checked = []
+  check = records.storage_problem
+  monkeypatch.setattr(records, "storage_problem", lambda record, *a, **kw: checked.append(
+      record.image_id) or check(record, *a, **kw))
+  manual = tmp_path / "cc"
+  manual.mkdir()
+  _tsv(manual / "features_train.tsv", range(5))
+  _json(manual / "captions_train.json", {str(i): f"caption {i}" for i in range(5)})
+  beam_build.build(beam_build.BuilderArgs(
+      "vilbert_conceptual_captions", str(tmp_path / "beam"), None, False,
+      (("feature_dim", D), ("cls_prob_width", C), ("float16", True))), str(manual), IN_PROCESS, 2)
+  assert sorted(checked) == ["0", "1", "2", "3", "4"]
 
 
 def _bad_rows(manual, missing_first):

@@ -335,6 +335,7 @@ def test_processes_extract_disjoint_shares_merged_at_the_end(tmp_path, fmt):
   assert sorted(store.keys()) == [k for k, _ in images]
 
 
+@pytest.mark.multiprocess
 def test_processes_under_jax_distributed_share_the_images(tmp_path):
   """Two processes of the command line (2 CPU devices each) joined by jax.distributed."""
   import socket  # pylint: disable=g-import-not-at-top

@@ -325,6 +325,7 @@ def test_stop_and_go_run_resumes_exactly(finished, data_dir, tmp_path):
     np.testing.assert_array_equal(x, y)  # the exported final params
 
 
+@pytest.mark.multiprocess
 def test_two_processes_take_the_same_decisions():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -359,6 +360,8 @@ def test_launch_trains_multitask_then_fine_tunes_a_single_task(finished, data_di
   assert proc.returncode == 0, out[-3000:]
   assert "loaded " in out and "passes: vqa 8, refcoco_plus 4" in out
   assert json.loads((multi / "eval_metrics.json").read_text())["iteration"] == 2
+  assert "held-out evaluation at iteration 2:\n  refcoco_plus/" in out  # trainer's summary
+  assert f"eval:        {multi}/eval_metrics.json\nexport:      {multi}/export" in out
   proc = launch("--config", "configs/multitask_synthetic.py", "--workdir", str(single),
                 f"--config.init_checkpoint={multi}", '--config.multitask.order=("vqa",)',
                 *flags)

@@ -88,6 +88,30 @@ def test_sharded_run_matches_single_device(data_dir):
                params_many, params_one)
 
 
+def test_start_gets_the_fresh_params_and_the_state_holds_its_own(data_dir):
+  """``setup(start=...)`` (a run from a checkpoint): ``start`` sees exactly the params a fresh
+  run starts with; the state then holds what it returns, in the same shardings, with the
+  same optimiser state (frozen parameters included)."""
+  config = tiny_config(data_dir, **{"optimizer.frozen": (r"^backbone/text_embeddings/",)})
+  config.mesh.update(data=2, fsdp=2, tensor=2)
+  fresh = trainer.setup(config, num_examples=64)
+  seen = []
+
+  def start(cfg, params):
+    seen.append(params)
+    return jax.tree.map(lambda x: x + 1, params), ()
+  started = trainer.setup(config, num_examples=64, start=start)
+  jax.tree.map(np.testing.assert_array_equal, seen[0], jax.device_get(fresh.state.params))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b + 1),
+               jax.device_get(started.state.params), seen[0])
+  assert jax.tree.structure(started.state) == jax.tree.structure(fresh.state)
+  assert started.shardings == fresh.shardings
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), jax.device_get(
+      started.state.opt_state), jax.device_get(fresh.state.opt_state))
+  for a, s in zip(jax.tree.leaves(started.state), jax.tree.leaves(started.shardings)):
+    assert a.sharding == s
+
+
 def test_frozen_parameters_stay_fixed_on_a_sharded_mesh(data_dir):
   config = tiny_config(data_dir, **{"optimizer.frozen": (r"^backbone/text_embeddings/",)})
   config.mesh.update(data=4, tensor=2)
@@ -178,6 +202,7 @@ def _worker(port, processes, pid, local_devices):
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
+@pytest.mark.multiprocess
 def test_two_processes_agree_with_one_on_the_same_global_batch():
   import socket  # pylint: disable=g-import-not-at-top
   with socket.socket() as s:

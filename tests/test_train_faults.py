@@ -167,6 +167,7 @@ def _outputs(procs):
   return outputs
 
 
+@pytest.mark.multiprocess
 def test_two_processes_stop_at_the_same_step_when_only_one_is_signalled(data_dir, tmp_path):
   """SIGTERM reaches process 1 only: both save the same step (a multiple of the check
   interval), exit 0, and the resumed job ends with exactly the parameters of a job that was

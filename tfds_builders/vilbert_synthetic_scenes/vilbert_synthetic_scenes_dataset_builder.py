@@ -99,6 +99,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       neighbours = hard_negatives.nearest_images(means, c.num_hard_negatives)
     for i in range(num):
       image, annotations = generator.scene(split, i)
+      records.check_storable(image, c, c.num_classes + 1)
       example = {**records.image_example(image, c, c.num_classes + 1), **annotations}
       # Stored normalised ("two" -> "2"), as the VQA annotation files and vilbert_vqa2 hold them.
       example["vqa_answers"] = [vqa_metrics.normalize_answer(a) for a in example["vqa_answers"]]

@@ -102,23 +102,28 @@ def storage_problem(record: RegionFeatures, config: RegionBuilderConfig,
   return None
 
 
+def check_storable(record: RegionFeatures, config: RegionBuilderConfig,
+                   cls_prob_width: Optional[int] = None) -> None:
+  """Raises FeatureStoreError naming the image if `storage_problem` finds one: the check of
+  records that come from no store (generated scenes), before `image_example`."""
+  problem = storage_problem(record, config, cls_prob_width)
+  if problem is not None:
+    raise FeatureStoreError(f"image_id {record.image_id}: {problem}")
+
+
 def image_example(record: RegionFeatures, config: RegionBuilderConfig,
                   cls_prob_width: Optional[int] = None) -> Dict:
   """The image part of a record, in the dtypes of `image_feature_spec`.
 
   Args:
-    record: the image; a `DeferredImage` gives a placeholder a Beam worker replaces.
+    record: the image, which `storage_problem` (same config and width) has already passed:
+      checked once, where the file and row are known (`RegionDatasetBuilder.images`, a Beam
+      worker's `beam_build._with_image`); a `DeferredImage` gives a placeholder a Beam
+      worker replaces.
     cls_prob_width: the class-distribution width to store, or None to store none.
-
-  Raises:
-    FeatureStoreError: if `storage_problem` finds one (builders check records earlier, where
-      the file and row are known: `RegionDatasetBuilder.images`).
   """
   if isinstance(record, DeferredImage):
     return {DEFERRED_IMAGE: (record, cls_prob_width)}
-  problem = storage_problem(record, config, cls_prob_width)
-  if problem is not None:
-    raise FeatureStoreError(f"image_id {record.image_id}: {problem}")
   dtype = np.float16 if config.float16 else np.float32
   out = {"image_id": record.image_id, "image_w": record.image_w, "image_h": record.image_h,
          "features": record.features.astype(dtype), "boxes": record.boxes.astype(np.float32)}

@@ -614,13 +614,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if is_main:
         trainer.write_json_atomically(workdir_path / trainer.EVAL_METRICS_FILE,
                                       {"iteration": iteration, **eval_metrics})
-        print("eval: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(eval_metrics.items())))
+        print(trainer.metrics_summary(iteration, eval_metrics, unit="iteration"))
       export_multitask(workdir_path / "export", state.params, run)
   checkpoints.close()
   writer.close()
   if is_main:
-    print(f"checkpoints: {checkpoints.directory}\nmetrics:     {writer.jsonl_path}\n"
-          f"tensorboard: {writer.tensorboard_dir}")
+    trainer.print_paths(workdir_path, checkpoints, writer,
+                        evaluated=iteration == run.total_iterations)
   return eval_metrics
 
 

@@ -66,6 +66,29 @@ def create_train_state(init_params_fn: Callable[[jax.Array], Any],
   return state, shardings
 
 
+def fresh_params(init_params_fn: Callable[[jax.Array], Any], rng: jax.Array, mesh: Mesh,
+                 rules: sharding.Rules) -> Any:
+  """The model's initial params alone (unboxed, host arrays), initialised into their
+  shardings: the same values as ``create_train_state(init_params_fn, ..., rng, ...)``."""
+  shardings = sharding.param_shardings(jax.eval_shape(init_params_fn, rng), mesh, rules)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    params = jax.jit(lambda r: nn.unbox(init_params_fn(r)), out_shardings=shardings)(rng)
+  return jax.device_get(params)
+
+
+def train_state_from_params(init_params_fn: Callable[[jax.Array], Any], params: Any,
+                            tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
+                            rules: sharding.Rules) -> tuple[TrainState, TrainState]:
+  """Like ``create_train_state``, with ``params`` (host arrays, e.g. a checkpoint laid over
+  ``fresh_params``) instead of freshly initialised ones. Returns ``(state, shardings)``."""
+  _, _, shardings = _init_and_shardings(init_params_fn, tx, rng, mesh, rules)
+  placed = jax.tree.map(jax.device_put, params, shardings.params)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(placed)
+  return TrainState(step=jax.device_put(jax.numpy.zeros((), jax.numpy.int32), shardings.step),
+                    params=placed, opt_state=opt_state), shardings
+
+
 def abstract_train_state(init_params_fn: Callable[[jax.Array], Any],
                          tx: optax.GradientTransformation, rng: jax.Array, mesh: Mesh,
                          rules: sharding.Rules) -> tuple[TrainState, TrainState]:

@@ -10,6 +10,7 @@ loss, data, metrics, prediction files) comes from ``vilbert_jax.tasks``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import os
 import pathlib
 import re
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -37,7 +38,7 @@ from vilbert_jax.train.initialization import (REPORT_FILE, bert_loaded_paths, in
                                               save_report)
 from vilbert_jax.train.metric_writers import MetricWriter
 from vilbert_jax.train.state import (TrainState, abstract_train_state, create_train_state,
-                                     with_params)
+                                     fresh_params, train_state_from_params)
 from vilbert_jax.train.step import make_train_step
 
 log = logging.getLogger(__name__)
@@ -114,21 +115,20 @@ class Run:
     return jax.jit(step_with_rules, in_shardings=(self.shardings, None),
                    out_shardings=(self.shardings, None), donate_argnums=0 if donate else ())
 
-  def with_bert_loaded(self, bert_loaded: Sequence[str]) -> "Run":
-    """This run with ``init.bert_lr_multiplier`` on the ``bert_loaded`` parameter paths (the
-    optimiser state keeps its structure: multipliers are constants of the update)."""
-    opt = optimizer_config(self.config, bert_loaded)
-    tx, schedule = optim.make_optimizer(opt, self.state.params, self.steps)
-    return dataclasses.replace(self, tx=tx, schedule=schedule)
-
 
 def setup(config: ml_collections.ConfigDict, num_examples: int,
           devices: Optional[Sequence[jax.Device]] = None,
-          metadata: Optional[dict] = None, abstract: bool = False) -> Run:
+          metadata: Optional[dict] = None, abstract: bool = False,
+          bert_loaded: Sequence[str] = (), start: Optional[Callable[..., Any]] = None) -> Run:
   """Task, model, mesh (over ``devices``, default all), optimiser and the sharded initial
   state, for ``num_examples`` per epoch; ``metadata``: the dataset's (e.g. answer vocab).
   ``abstract``: the state as ``jax.ShapeDtypeStruct`` leaves with shardings (nothing
-  allocated), for compiling ahead of time."""
+  allocated), for compiling ahead of time.
+
+  The optimiser is built once, with ``init.bert_lr_multiplier`` on the parameter paths
+  ``bert_loaded`` (a resumed run's, from its load report) or, given ``start(cfg, fresh host
+  params) -> (params, bert-loaded paths)``, on those ``start`` returns; the state then holds
+  ``start``'s params."""
   cfg = model_config(config)
   task = tasks.create(config, metadata or {})
   model = task.build_model(cfg)
@@ -138,11 +138,17 @@ def setup(config: ml_collections.ConfigDict, num_examples: int,
   inputs = sample_inputs(cfg, config.data.max_text_len, config.data.num_visual_tokens, batch=2)
   init_fn = lambda rng: model.init(rng, *inputs)["params"]  # noqa: E731
   abstract_params = nn.unbox(jax.eval_shape(init_fn, jax.random.key(0)))
-  opt = optimizer_config(config)
+  rng, rules = jax.random.key(config.seed), sharding.DEFAULT_RULES
+  params = None
+  if start is not None:
+    params, bert_loaded = start(cfg, fresh_params(init_fn, rng, mesh, rules))
+  opt = optimizer_config(config, bert_loaded)
   tx, schedule = optim.make_optimizer(opt, abstract_params, steps)
-  make_state = abstract_train_state if abstract else create_train_state
-  state, shardings = make_state(init_fn, tx, jax.random.key(config.seed), mesh,
-                                sharding.DEFAULT_RULES)
+  if params is not None:
+    state, shardings = train_state_from_params(init_fn, params, tx, rng, mesh, rules)
+  else:
+    make_state = abstract_train_state if abstract else create_train_state
+    state, shardings = make_state(init_fn, tx, rng, mesh, rules)
   return Run(config, cfg, task, model, mesh, tx, schedule, steps, state, shardings,
              task.loss_fn(model))
 
@@ -156,20 +162,29 @@ def _check_finite(history: list[dict], first_step: int) -> None:
                                "stopping (lower the learning rate or check the data)")
 
 
-def _starting_params(run: Run, state: TrainState, workdir: pathlib.Path
-                     ) -> tuple[TrainState, tuple[str, ...]]:
-  """``state`` with ``config.init_checkpoint`` / ``init.bert_checkpoint`` laid over its params
-  (the load report saved in ``workdir``), and the parameter paths taken from BERT."""
-  config = run.config
-  params, report = initial_params(jax.device_get(state.params), run.cfg,
-                                  config.init.bert_checkpoint, config.init_checkpoint)
+def _starting_params(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                     cfg: ViLBERTConfig, fresh: Any) -> tuple[Any, tuple[str, ...]]:
+  """``fresh`` (host params) with ``config.init_checkpoint`` / ``init.bert_checkpoint`` laid
+  over them (the load report saved in ``workdir``), and the parameter paths taken from BERT:
+  ``setup``'s ``start``."""
+  params, report = initial_params(fresh, cfg, config.init.bert_checkpoint,
+                                  config.init_checkpoint)
   if report is None:
-    return state, ()
+    return params, ()
   kind = "bert" if config.init.bert_checkpoint else "vilbert"
   save_report(workdir, config.init.bert_checkpoint or config.init_checkpoint, kind, report)
   if jax.process_index() == 0:
     print(f"{report.summary()} (list: {workdir / REPORT_FILE})")
-  return with_params(state, params, run.shardings), report.loaded if kind == "bert" else ()
+  return params, report.loaded if kind == "bert" else ()
+
+
+def _start(config: ml_collections.ConfigDict, workdir: pathlib.Path
+           ) -> Optional[Callable[..., Any]]:
+  """``setup``'s ``start`` for a run that begins from ``config``'s checkpoint, if it names
+  one."""
+  if not (config.init.bert_checkpoint or config.init_checkpoint):
+    return None
+  return functools.partial(_starting_params, config, workdir)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -194,17 +209,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise ValueError(f"{task.name} fine-tunes a pretrained ViLBERT: set "
                      "--config.init_checkpoint (a pretraining workdir or a converted "
                      "checkpoint), or choose the no_pretraining variant")
+  resume = checkpoints.latest_step() is not None
   run = setup(config, train_split.task_items(task.train_items).total,
-              metadata=train_split.metadata)
+              metadata=train_split.metadata,
+              bert_loaded=(bert_loaded_paths(workdir_path)
+                           if resume and config.init.bert_checkpoint else ()),
+              start=None if resume else _start(config, workdir_path))
   train_iter = iter(task.train_loader(train_split, tok, seed=config.seed))
-  if checkpoints.latest_step() is not None:
+  state = run.state
+  if resume:
     state = checkpoints.restore(abstract_like(run.state, run.shardings), train_iter)
     log.info("resumed from step %d", int(state.step))
-    bert_loaded = bert_loaded_paths(workdir_path) if config.init.bert_checkpoint else ()
-  else:
-    state, bert_loaded = _starting_params(run, run.state, workdir_path)
-  if bert_loaded:
-    run = run.with_bert_loaded(bert_loaded)
 
   train_step = run.jit_train_step()
   evaluator = task.evaluator(run.model, run.mesh, tok)
@@ -263,12 +278,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   checkpoints.close()
   writer.close()
   if is_main:
-    print(f"checkpoints: {checkpoints.directory}\nmetrics:     {writer.jsonl_path}\n"
-          f"tensorboard: {writer.tensorboard_dir}")
-    if eval_metrics:
-      print(f"eval:        {workdir_path / EVAL_METRICS_FILE}\n"
-            f"export:      {workdir_path / 'export'}")
+    print_paths(workdir_path, checkpoints, writer, evaluated=bool(eval_metrics))
   return eval_metrics
+
+
+def print_paths(workdir: pathlib.Path, checkpoints: Checkpoints, writer: MetricWriter,
+                evaluated: bool) -> None:
+  """Prints where a training run's outputs are (its last lines): checkpoints, metrics and
+  TensorBoard, and with `evaluated` the final evaluation and the export."""
+  print(f"checkpoints: {checkpoints.directory}\nmetrics:     {writer.jsonl_path}\n"
+        f"tensorboard: {writer.tensorboard_dir}")
+  if evaluated:
+    print(f"eval:        {workdir / EVAL_METRICS_FILE}\n"
+          f"export:      {workdir / 'export'}")
 
 
 def _final_evaluation(evaluator: Any, state: TrainState, workdir: pathlib.Path,
@@ -297,11 +319,12 @@ def write_json_atomically(path: pathlib.Path, record: dict) -> None:
   os.replace(tmp, path)
 
 
-def metrics_summary(step: int, metrics: dict[str, float]) -> str:
-  """The held-out metrics as an aligned table, one per line."""
+def metrics_summary(step: int, metrics: dict[str, float], unit: str = "step") -> str:
+  """The held-out metrics as an aligned table, one per line, under "held-out evaluation at
+  `unit` `step`:"."""
   width = max(map(len, metrics), default=0)
   lines = [f"  {k:<{width}}  {v:.4g}" for k, v in sorted(metrics.items())]
-  return "\n".join([f"held-out evaluation at step {step}:", *lines])
+  return "\n".join([f"held-out evaluation at {unit} {step}:", *lines])
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -312,15 +335,16 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   workdir_path = pathlib.Path(workdir).expanduser().absolute()
   tok = train_data.tokenizer(config)
   metadata = train_data.open_dataset(config, config.data.eval_splits[0]).metadata
-  run = setup(config, num_examples=config.batch_size, metadata=metadata)
   checkpoints = Checkpoints(workdir_path / "checkpoints", keep=config.keep_checkpoints)
-  if checkpoints.latest_step() is not None:
-    state = checkpoints.restore(abstract_like(run.state, run.shardings), None)
-  elif config.init_checkpoint:
-    state, _ = _starting_params(run, run.state, workdir_path)
-  else:
+  resume = checkpoints.latest_step() is not None
+  if not resume and not config.init_checkpoint:
+    checkpoints.close()
     raise FileNotFoundError(f"no checkpoint in {checkpoints.directory} and no "
                             "--config.init_checkpoint: nothing to evaluate")
+  run = setup(config, num_examples=config.batch_size, metadata=metadata,
+              start=None if resume else _start(config, workdir_path))
+  state = (checkpoints.restore(abstract_like(run.state, run.shardings), None) if resume
+           else run.state)
   checkpoints.close()
   evaluator = run.task.evaluator(run.model, run.mesh, tok)
   writer = MetricWriter(workdir_path)
