@@ -11,7 +11,8 @@ the original is never copied into this repository. Both sides get the same work:
 text length and visual tokens (36 / 37), random inputs with the paper's masking rates, dropout
 on. ``--config.model.matmul_dtype=bfloat16`` times our bfloat16-input option instead.
 
-Per round, one step of each side runs, alternating, so both see the same machine state:
+Per round, one step of each side runs, alternating, so both see the same machine state, each
+after ``--pause_s`` idle seconds:
 - original ``fwd_bwd``: the three losses summed, backward;
 - original ``step``: the same plus ``clip_grad_norm_(1.0)`` and ``torch.optim.AdamW``;
 - ours: ``launch.py --config.mode=benchmark``'s step (forward, three losses, backward,
@@ -47,6 +48,9 @@ _ORIGINAL = flags.DEFINE_string("original_repo", None, "checkout of the original
 _ROUNDS = flags.DEFINE_integer("rounds", 10, "timed rounds (one step of each side per round)")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "untimed rounds first")
 _THREADS = flags.DEFINE_integer("threads", os.cpu_count(), "torch intra-op threads")
+_PAUSE = flags.DEFINE_float(
+    "pause_s", 1.0, "idle seconds before each timed call, so that neither side starts while "
+    "the other's threads still spin-wait for work (OpenMP's and Eigen's do, briefly)")
 _KEEP_FREED = flags.DEFINE_bool(
     "keep_freed_host_memory", True,
     "glibc keeps freed memory for reuse (vilbert_jax/train/host_memory.py), for both sides: "
@@ -131,6 +135,7 @@ def main(argv):
   times = {f"{side}_{kind}": [] for side in sides for kind in ("s", "cpu_s")}
   for i in range(_WARMUP.value + _ROUNDS.value):
     for side, fn in sides.items():
+      time.sleep(_PAUSE.value)
       wall, cpu = _timed(fn)
       if i >= _WARMUP.value:
         times[f"{side}_s"].append(wall)

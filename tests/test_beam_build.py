@@ -242,11 +242,12 @@ def test_planning_error_ends_the_started_pipeline(tmp_path):
               if p.name.startswith("incomplete.") or p.name == "dataset_info.json"]
 
 
-def _documented_command():
-  """The Beam build command of vilbert_jax/data/README.md, continuation lines joined."""
+def _documented_command(index: int = 0):
+  """Command `index` of vilbert_jax/data/README.md's Beam section (0: the build, 1: the
+  throughput benchmark), continuation lines joined."""
   text = open(os.path.join(ROOT, "vilbert_jax", "data", "README.md")).read()
   section = text[text.index("## Distributed builds"):]
-  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+  block = re.findall(r"```bash\n(.*?)```", section, re.S)[index]
   return " ".join(block.replace("\\\n", " ").split())
 
 
@@ -273,6 +274,27 @@ def test_documented_command_two_worker_processes(tmp_path):
   assert "train: 5 records" in proc.stdout
   built = proc.stdout.split("built ")[1].split()[0]
   _assert_equal(single, built)
+
+
+def test_documented_throughput_benchmark(tmp_path):
+  """The README's benchmark command as written, 12 images instead of 8,000: every build it
+  times prints its row and its CPU by phase."""
+  command = _documented_command(1)
+  assert command == ("PYTHONPATH=. .venv-beam/bin/python scripts/benchmark_build.py "
+                     "--num_images 8000 --work_dir /tmp/bench8000")
+  args = command.split()[2:] + ["--num_images", "12", "--records_per_shard", "4"]
+  args[args.index("/tmp/bench8000")] = str(tmp_path / "bench")
+  proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                        env={**os.environ, "PYTHONPATH": "."}, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+  labels = [row[0].lstrip("| ") for row in rows]
+  assert labels.count("single process") == 1, proc.stdout
+  assert labels.count("beam, 1 worker") == 2 and labels.count("beam, 2 workers") == 2
+  single = next(row for row in rows if row[0] == "| single process")
+  assert float(single[2]) > 0 and single[3] == "1.00x"  # examples/s, its own ratio
+  # Inputs kept in --work_dir for the next run of the same size.
+  assert sum(1 for _ in open(tmp_path / "bench" / "manual" / "captions_train.tsv")) == 12
 
 
 def test_cluster_options_pass_through():

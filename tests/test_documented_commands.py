@@ -57,12 +57,12 @@ EXCLUDED = {
     "--config.model.matmul_dtype=bfloat16":
         "needs the original PyTorch code (never copied here) and torch, in a throwaway "
         "environment",
+    "python scripts/benchmark_matmuls.py":
+        "times torch's matmuls beside XLA's: needs torch, in the throwaway environment of the "
+        "side-by-side benchmark",
     "python scripts/benchmark_retrieval.py --preset base --captions 16 --images 64":
         "the full-size model: minutes of compiling and ~100 s of scoring on 2 cores; the same "
         "script runs with --preset tiny here",
-    "PYTHONPATH=. .venv-beam/bin/python scripts/benchmark_build.py --num_images 2000":
-        "times 2,000-image builds in the Beam environment (minutes); the Beam builds it times "
-        "are tests/test_beam_build.py's",
     "nice -n 10 python scripts/benchmark_detector.py --repeats 1":
         "the full-size detector: ~25 s of CPU per image; the detector itself is "
         "tests/test_detection.py's",
@@ -76,6 +76,8 @@ _EXTRACT_TEST = "tests/test_extract.py::test_from_image_files_to_vqa_answers"
 _MULTITASK_TEST = ("tests/test_multitask.py::"
                    "test_launch_trains_multitask_then_fine_tunes_a_single_task")
 RUN_ELSEWHERE = {
+    "PYTHONPATH=. .venv-beam/bin/python scripts/benchmark_build.py --num_images 8000 "
+    "--work_dir /tmp/bench8000": "tests/test_beam_build.py::test_documented_throughput_benchmark",
     'pip install ".[train]"': _INSTALL_TEST,
     "vilbert-convert original --checkpoint tests/fixtures/original_small.npz --config "
     "tests/fixtures/original_small_config.json --output /tmp/vilbert_small": _INSTALL_TEST,
