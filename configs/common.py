@@ -45,9 +45,10 @@ def pretraining_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = "train"  # "train", "eval" or "benchmark"
   c.seed = 0
-  # Reuse the host memory a step frees instead of page-faulting it in again every step
-  # (vilbert_jax/train/host_memory.py; ~20% faster steps on CPU; the peak stays resident).
-  c.keep_freed_host_memory = True
+  # Long runs on CPU: reuse the host memory a step frees instead of page-faulting it in again
+  # every step (vilbert_jax/train/host_memory.py: ~7% faster steps of the base model; but
+  # compiling is ~25% slower and every thread allocates from one malloc arena).
+  c.keep_freed_host_memory = False
   c.task = ml_collections.ConfigDict(dict(
       name="pretraining",  # a name in vilbert_jax.tasks.TASKS
       head_variant="neurips",  # task heads: "neurips" (weight-normed VQA MLP) or "12in1"

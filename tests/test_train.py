@@ -157,7 +157,8 @@ def test_sigterm_saves_and_resume_gives_identical_parameters(data_dir, tmp_path)
 def test_benchmark_mode_prints_its_json_line(data_dir, tmp_path):
   proc = launch(*tiny_flags(data_dir, tmp_path, "--config.mode=benchmark",
                             "--config.benchmark.steps=2", "--config.benchmark.warmup_steps=1",
-                            "--config.benchmark.memory_estimate=True"))
+                            "--config.benchmark.memory_estimate=True",
+                            "--config.keep_freed_host_memory=True"))
   output = proc.communicate(timeout=240)[0]
   assert proc.returncode == 0, output
   record = json.loads(output.strip().splitlines()[-1])

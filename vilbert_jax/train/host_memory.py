@@ -8,8 +8,11 @@ and the kernel zeroes it: ~467,000 faults and ~0.8 CPU-seconds of kernel time pe
 ``keep_freed_memory`` makes glibc serve every allocation from the one main heap and keep what
 is freed (up to ``KEPT_BYTES`` at its top), so the next step reuses the same pages.
 
-The cost: memory freed at the top of the heap goes back to the operating system only beyond
-``KEPT_BYTES``; the peak stays resident. Call it before JAX starts its threads (before the
+The costs, why it is off by default (``--config.keep_freed_host_memory=True`` turns it on in
+``launch.py``): memory freed at the top of the heap goes back to the operating system only
+beyond ``KEPT_BYTES`` (the peak stays resident), and all threads then allocate from one arena,
+which makes XLA's compiling ~25% slower (its compile threads allocate a lot) and would
+serialise the allocations of a GPU host's input-pipeline threads. Call it before JAX starts its threads (before the
 first ``jax.devices()`` or computation): arenas that threads already created stay in use.
 """
 
