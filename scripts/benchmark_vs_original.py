@@ -20,8 +20,7 @@ after ``--pause_s`` idle seconds:
 Prints one JSON line: median wall seconds (``*_s``) and CPU seconds of the process, all
 threads (``*_cpu_s``: meaningful on busy cores, where wall time is not) of each over the
 rounds after ``--warmup`` rounds, and ``speedup`` = original step / ours in wall time (the
-like-for-like ratio). torch uses ``--threads`` threads
-(default: every core, as XLA:CPU does).
+like-for-like ratio). torch uses ``--threads`` threads (default: every core, as XLA:CPU does).
 """
 from __future__ import annotations
 
@@ -54,7 +53,7 @@ _PAUSE = flags.DEFINE_float(
 _KEEP_FREED = flags.DEFINE_bool(
     "keep_freed_host_memory", True,
     "glibc keeps freed memory for reuse (vilbert_jax/train/host_memory.py), for both sides: "
-    "the process's allocator, as launch.py sets it")
+    "the process's allocator, as launch.py sets it with --config.keep_freed_host_memory=True")
 _MODEL_JSON = flags.DEFINE_string(
     "model_json", "tests/fixtures/bert_base_6layer_6conect.json",
     "the architecture of both sides, in the original's JSON format")

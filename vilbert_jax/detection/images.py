@@ -6,7 +6,8 @@ dropped, grayscale and palette images are replicated to three channels, CMYK is 
 RGB, and 16-bit images keep their high byte (value >> 8). Files that cannot be decoded, are
 empty, hold 32-bit integer or float pixels, have more than ``max_pixels`` pixels, or are so
 elongated (one side over ``MAX_ASPECT`` times the other) that resizing for the detector would
-leave the short side under 2 pixels raise `ImageError` naming the file and the reason; `ImageError.kind` is one of `ERROR_KINDS`.
+leave the short side under 2 pixels raise `ImageError` naming the file and the reason;
+`ImageError.kind` is one of `ERROR_KINDS`.
 """
 from __future__ import annotations
 

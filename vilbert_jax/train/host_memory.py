@@ -12,8 +12,11 @@ The costs, why it is off by default (``--config.keep_freed_host_memory=True`` tu
 ``launch.py``): memory freed at the top of the heap goes back to the operating system only
 beyond ``KEPT_BYTES`` (the peak stays resident), and all threads then allocate from one arena,
 which makes XLA's compiling ~25% slower (its compile threads allocate a lot) and would
-serialise the allocations of a GPU host's input-pipeline threads. Call it before JAX starts its threads (before the
-first ``jax.devices()`` or computation): arenas that threads already created stay in use.
+serialise the allocations of a GPU host's input-pipeline threads. The one arena is needed:
+a thread's own arena falls back to ``mmap`` for blocks this large whatever the settings.
+
+Call it before JAX starts its threads (before the first ``jax.devices()`` or computation):
+arenas that threads already created stay in use.
 """
 
 from __future__ import annotations
